@@ -1,0 +1,283 @@
+// Package driver runs one batch end to end: it builds the manifest of the
+// inputs, registers the batch (pinning its id and timestamp), builds and runs
+// the pipeline, then records the outcome and returns the run report.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx" // every runner and filesystem
+
+	"github.com/balancebeam/balancebeam/internal/manifest"
+	"github.com/balancebeam/balancebeam/pipeline"
+	"github.com/balancebeam/balancebeam/sinks"
+	"github.com/balancebeam/balancebeam/transforms"
+)
+
+// Options are one run's settings.
+type Options struct {
+	// Inputs are file paths or globs, each possibly a comma-separated list.
+	Inputs []string
+	// DSN is the database. A password in it is kept out of the graph.
+	DSN string
+	// PasswordFile is read by the sink workers at Setup (remote runners).
+	PasswordFile string
+	// Table is the accounts table (default "accounts").
+	Table string
+	// Shards is the number of sink shards (default 4).
+	Shards int
+	// BatchID forces the batch id when not zero.
+	BatchID int64
+	// Runner is the Beam runner (default "prism").
+	Runner string
+	// Parse tunes the dedup buckets and block size.
+	Parse transforms.ParseConfig
+	// FlushRows bounds one sink flush.
+	FlushRows int
+	// MaxRejects is how many rejected rows a run may have and still succeed.
+	MaxRejects Threshold
+	// FailAfterFlushes injects a sink fault (tests and chaos only).
+	FailAfterFlushes int
+	// Clock pins the batch timestamp of a new batch; nil means time.Now.
+	Clock func() time.Time
+	// Progress, when positive, logs a line at this interval while the
+	// pipeline runs.
+	Progress time.Duration
+}
+
+// DefaultShards is the shard count when Options.Shards is zero.
+const DefaultShards = 4
+
+// Report is what a run did.
+type Report struct {
+	BatchID        int64     `json:"batch_id"`
+	NewBatch       bool      `json:"new_batch"`
+	PreviousStatus string    `json:"previous_status,omitempty"`
+	PinnedAt       time.Time `json:"pinned_at"`
+	Table          string    `json:"table"`
+	Runner         string    `json:"runner"`
+	Shards         int       `json:"shards"`
+	Files          []string  `json:"files"`
+
+	RowsRead         int64            `json:"rows_read"`
+	RowsApplied      int64            `json:"rows_applied"`
+	Duplicates       int64            `json:"duplicates_collapsed"`
+	Rejected         int64            `json:"rows_rejected"`
+	RejectedByReason map[string]int64 `json:"rejected_by_reason"`
+	Accounts         int64            `json:"accounts"`
+	RowsUpserted     int64            `json:"rows_upserted"`
+	RowsStale        int64            `json:"rows_skipped_stale"`
+	// MetricsMissing is set when the runner reported no metrics.
+	MetricsMissing bool `json:"metrics_missing,omitempty"`
+
+	Elapsed time.Duration `json:"elapsed_ns"`
+}
+
+// ErrTooManyRejects is returned (with a report) when a run rejected more
+// rows than Options.MaxRejects allows. The batch is committed all the same:
+// the balances are right for the rows that were valid.
+var ErrTooManyRejects = errors.New("too many rejected rows")
+
+// Run runs one batch. On success, and on ErrTooManyRejects, the report is
+// complete; on other errors it is nil or partial.
+func Run(ctx context.Context, opts Options) (*Report, error) {
+	start := time.Now()
+	if opts.Shards <= 0 {
+		opts.Shards = DefaultShards
+	}
+	if opts.Runner == "" {
+		opts.Runner = "prism"
+	}
+	clock := opts.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	tables := sinks.Tables{Accounts: opts.Table}
+	if err := tables.Validate(); err != nil {
+		return nil, err
+	}
+
+	m, err := manifest.Build(manifest.SplitPatterns(opts.Inputs))
+	if err != nil {
+		return nil, err
+	}
+
+	cleanDSN, password, err := sinks.SplitPassword(opts.DSN)
+	if err != nil {
+		return nil, err
+	}
+	if password != "" && os.Getenv("PGPASSWORD") == "" {
+		// In-process workers (direct, Prism, loopback) find it here; remote
+		// workers need PasswordFile or their own PGPASSWORD.
+		os.Setenv("PGPASSWORD", password)
+	}
+	pool, err := sinks.OpenPool(ctx, sinks.Connection{DSN: opts.DSN, MaxConns: 2})
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	if err := pool.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", sinks.Redact(cleanDSN), err)
+	}
+	if err := sinks.EnsureSchema(ctx, pool, tables); err != nil {
+		return nil, err
+	}
+	reg := &sinks.Registry{Pool: pool, Tables: tables}
+	batch, err := reg.Register(ctx, sinks.BatchRequest{
+		ManifestSHA256: m.SHA256, Files: m.Files, PinnedAt: clock(), ForceID: opts.BatchID,
+	})
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{
+		BatchID: batch.ID, NewBatch: batch.New, PreviousStatus: batch.PreviousStatus, PinnedAt: batch.PinnedAt,
+		Table: tables.Key(), Runner: opts.Runner, Shards: opts.Shards,
+	}
+	files := make([]transforms.FileSpec, len(m.Files))
+	for i, f := range m.Files {
+		files[i] = transforms.FileSpec{Index: int32(i), Path: f.Path, Size: f.Size, SHA256: f.SHA256}
+		rep.Files = append(rep.Files, f.Path)
+	}
+	slog.Info("batch registered", "batch", batch.ID, "new", batch.New, "files", len(files), "table", tables.Key(), "database", sinks.Redact(cleanDSN))
+
+	p, s := beam.NewPipelineWithRoot()
+	pipeline.Build(s, pipeline.Config{
+		Files:  files,
+		Parse:  opts.Parse,
+		Shards: opts.Shards,
+		Target: sinks.Target{
+			Conn:             sinks.Connection{DSN: cleanDSN, PasswordFile: opts.PasswordFile, MaxConns: 2},
+			Tables:           tables,
+			BatchID:          batch.ID,
+			PinnedAt:         batch.PinnedAt,
+			FlushRows:        opts.FlushRows,
+			FailAfterFlushes: opts.FailAfterFlushes,
+		},
+	})
+
+	stop := progress(opts.Progress, start, batch.ID)
+	res, err := beam.Run(ctx, opts.Runner, p)
+	stop()
+	if err != nil {
+		err = fmt.Errorf("batch %d: pipeline failed: %w", batch.ID, err)
+		if ferr := reg.Fail(context.WithoutCancel(ctx), batch.ID, err); ferr != nil {
+			slog.Error("could not record the failure", "batch", batch.ID, "error", ferr)
+		}
+		return nil, err
+	}
+
+	readCounters(rep, res)
+	byReason, err := reg.RejectCounts(ctx, batch.ID)
+	if err != nil {
+		return nil, err
+	}
+	rep.RejectedByReason = byReason
+	for _, n := range byReason {
+		rep.Rejected += n
+	}
+	rep.Elapsed = time.Since(start)
+	if !rep.MetricsMissing && rep.RowsRead != rep.RowsApplied+rep.Duplicates+rep.Rejected {
+		slog.Warn("row counts do not add up (runner metrics may count retried bundles twice)",
+			"read", rep.RowsRead, "applied", rep.RowsApplied, "duplicates", rep.Duplicates, "rejected", rep.Rejected)
+	}
+	if err := reg.Commit(ctx, batch.ID, rep); err != nil {
+		return nil, err
+	}
+	if allowed := opts.MaxRejects.Allowed(rep.RowsRead); rep.Rejected > allowed {
+		return rep, fmt.Errorf("%w: %d rows rejected, %s allowed (see table rejected_rows, batch_id %d)",
+			ErrTooManyRejects, rep.Rejected, opts.MaxRejects, batch.ID)
+	}
+	return rep, nil
+}
+
+func readCounters(rep *Report, res beam.PipelineResult) {
+	if res == nil {
+		rep.MetricsMissing = true
+		return
+	}
+	sums := map[string]int64{}
+	seen := false
+	for _, c := range res.Metrics().AllMetrics().Counters() {
+		if c.Namespace() != transforms.MetricsNamespace {
+			continue
+		}
+		sums[c.Name()] += c.Result()
+		seen = true
+	}
+	rep.MetricsMissing = !seen
+	rep.RowsRead = sums[transforms.MetricRowsRead]
+	rep.RowsApplied = sums[transforms.MetricRowsApplied]
+	rep.Duplicates = sums[transforms.MetricDuplicates]
+	rep.Accounts = sums[sinks.MetricAccounts]
+	rep.RowsUpserted = sums[sinks.MetricRowsUpserted]
+	rep.RowsStale = sums[sinks.MetricRowsStale]
+}
+
+// progress logs a line every interval until the returned func is called.
+func progress(every time.Duration, start time.Time, batch int64) func() {
+	if every <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				slog.Info("pipeline running", "batch", batch, "elapsed", time.Since(start).Round(time.Second))
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// Threshold is an allowance of rejected rows: a count, or a percentage of
+// the rows read ("0.5%").
+type Threshold struct {
+	Count   int64
+	Percent float64
+	IsPct   bool
+}
+
+// ParseThreshold parses "N" or "P%".
+func ParseThreshold(s string) (Threshold, error) {
+	s = strings.TrimSpace(s)
+	if pct, ok := strings.CutSuffix(s, "%"); ok {
+		p, err := strconv.ParseFloat(pct, 64)
+		if err != nil || p < 0 || p > 100 {
+			return Threshold{}, fmt.Errorf("threshold %q: want a count or a percentage from 0%% to 100%%", s)
+		}
+		return Threshold{Percent: p, IsPct: true}, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return Threshold{}, fmt.Errorf("threshold %q: want a count or a percentage such as 0.5%%", s)
+	}
+	return Threshold{Count: n}, nil
+}
+
+// Allowed returns how many rejected rows of read are allowed.
+func (t Threshold) Allowed(read int64) int64 {
+	if t.IsPct {
+		return int64(t.Percent / 100 * float64(read))
+	}
+	return t.Count
+}
+
+func (t Threshold) String() string {
+	if t.IsPct {
+		return strconv.FormatFloat(t.Percent, 'f', -1, 64) + "%"
+	}
+	return strconv.FormatInt(t.Count, 10)
+}

@@ -1,0 +1,472 @@
+package driver
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/balancebeam/balancebeam/internal/logs"
+	"github.com/balancebeam/balancebeam/internal/pgtest"
+	"github.com/balancebeam/balancebeam/transforms/txnfile"
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	beam.Init()
+	logs.Setup(os.Stderr, "warn")
+	os.Exit(pgtest.Main(m))
+}
+
+var testRunners = []string{"direct", "prism"}
+
+const (
+	day1    = "../../testdata/day1/*.csv"
+	day2    = "../../testdata/day2/*.csv"
+	fixedAt = "2026-12-02T06:00:00Z"
+)
+
+func clock(t *testing.T) func() time.Time {
+	at, err := time.Parse(time.RFC3339, fixedAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() time.Time { return at }
+}
+
+// run runs a batch; every test allows the fixtures' three rejected rows.
+func run(t *testing.T, runner, dsn string, opts Options) *Report {
+	t.Helper()
+	opts.Runner, opts.DSN = runner, dsn
+	if opts.Clock == nil {
+		opts.Clock = clock(t)
+	}
+	if opts.MaxRejects == (Threshold{}) {
+		opts.MaxRejects = Threshold{Count: 3}
+	}
+	rep, err := Run(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("run %v: %v", opts.Inputs, err)
+	}
+	return rep
+}
+
+// tableRow is an accounts row, every column as text.
+type tableRow struct{ ID, Balance, Batch, Updated, Count, LastTxn string }
+
+func dump(t *testing.T, dsn, table string) []tableRow {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT account_id, balance::text, batch_id::text, last_updated::text, txn_count::text, last_txn_at::text
+		FROM `+pgx.Identifier{table}.Sanitize()+` ORDER BY account_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []tableRow
+	for rows.Next() {
+		var r tableRow
+		if err := rows.Scan(&r.ID, &r.Balance, &r.Batch, &r.Updated, &r.Count, &r.LastTxn); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// expected reads a testdata/expected file: account_id,balance,txn_count.
+func expected(t *testing.T, name string) [][3]string {
+	t.Helper()
+	f, err := os.Open(filepath.Join("../../testdata/expected", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][3]string
+	for _, r := range recs[1:] {
+		out = append(out, [3]string{r[0], r[1], r[2]})
+	}
+	return out
+}
+
+func balances(rows []tableRow) [][3]string {
+	var out [][3]string
+	for _, r := range rows {
+		out = append(out, [3]string{r.ID, r.Balance, r.Count})
+	}
+	return out
+}
+
+func batchStatus(t *testing.T, dsn string, id int64) string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var s string
+	if err := conn.QueryRow(ctx, "SELECT status FROM batches WHERE batch_id = $1", id).Scan(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestScenarios is the core contract, on each local runner: first run,
+// rerun, shards, an older batch after a newer one, a failing sink then a
+// rerun, and the late file together with yesterday's files.
+func TestScenarios(t *testing.T) {
+	for _, runner := range testRunners {
+		t.Run(runner, func(t *testing.T) {
+			t.Run("day1 gives the right balances", func(t *testing.T) {
+				dsn := pgtest.New(t)
+				rep := run(t, runner, dsn, Options{Inputs: []string{day1}})
+				if got, want := balances(dump(t, dsn, "accounts")), expected(t, "day1.csv"); !reflect.DeepEqual(got, want) {
+					t.Errorf("balances\n got %v\nwant %v", got, want)
+				}
+				if rep.RowsRead != 15 || rep.RowsApplied != 11 || rep.Duplicates != 1 || rep.Rejected != 3 ||
+					rep.Accounts != 6 || rep.RowsUpserted != 6 || rep.RowsStale != 0 || !rep.NewBatch || rep.BatchID != 1 {
+					t.Errorf("report: %+v", rep)
+				}
+				if fmt.Sprint(rep.RejectedByReason) != "map[bad_amount:1 conflicting_duplicate:2]" {
+					t.Errorf("rejected by reason: %v", rep.RejectedByReason)
+				}
+				for _, r := range dump(t, dsn, "accounts") {
+					if r.Updated != "2026-12-02 06:00:00+00" || r.Batch != "1" {
+						t.Errorf("%s: last_updated %s batch %s: want the pinned time and batch 1", r.ID, r.Updated, r.Batch)
+					}
+				}
+				checkRejects(t, dsn, 1, "day1.rejects.csv")
+				if s := batchStatus(t, dsn, 1); s != "committed" {
+					t.Errorf("status %q", s)
+				}
+			})
+
+			t.Run("rerun keeps the batch and changes no row", func(t *testing.T) {
+				dsn := pgtest.New(t)
+				first := run(t, runner, dsn, Options{Inputs: []string{day1}})
+				before := dump(t, dsn, "accounts")
+				// A rerun later in the day: the pinned time is the first run's.
+				rerun := run(t, runner, dsn, Options{Inputs: []string{"../../testdata/day1/b.csv", "../../testdata/day1/a.csv"},
+					Clock: func() time.Time { return time.Now() }})
+				if rerun.BatchID != first.BatchID || rerun.NewBatch || !rerun.PinnedAt.Equal(first.PinnedAt) {
+					t.Errorf("rerun batch %d new=%v pinned %v; first %d %v", rerun.BatchID, rerun.NewBatch, rerun.PinnedAt, first.BatchID, first.PinnedAt)
+				}
+				if rerun.RowsUpserted != 0 || rerun.RowsStale != 6 {
+					t.Errorf("rerun wrote %d rows (%d stale), want 0 (6)", rerun.RowsUpserted, rerun.RowsStale)
+				}
+				if after := dump(t, dsn, "accounts"); !reflect.DeepEqual(before, after) {
+					t.Errorf("rerun changed rows:\n%v\n%v", before, after)
+				}
+				checkRejects(t, dsn, 1, "day1.rejects.csv") // not duplicated
+			})
+
+			t.Run("shards 1 and 4 give identical tables", func(t *testing.T) {
+				var tables [][]tableRow
+				for _, shards := range []int{1, 4} {
+					dsn := pgtest.New(t)
+					run(t, runner, dsn, Options{Inputs: []string{day1 + "," + day2}, Shards: shards, FlushRows: 2})
+					tables = append(tables, dump(t, dsn, "accounts"))
+				}
+				if !reflect.DeepEqual(tables[0], tables[1]) {
+					t.Errorf("shards 1:\n%v\nshards 4:\n%v", tables[0], tables[1])
+				}
+			})
+
+			t.Run("an older batch after a newer one changes nothing", func(t *testing.T) {
+				dsn := pgtest.New(t)
+				older := run(t, runner, dsn, Options{Inputs: []string{day1}})
+				newer := run(t, runner, dsn, Options{Inputs: []string{day1, day2}})
+				if newer.BatchID <= older.BatchID {
+					t.Fatalf("batch ids %d then %d", older.BatchID, newer.BatchID)
+				}
+				want := dump(t, dsn, "accounts")
+				again := run(t, runner, dsn, Options{Inputs: []string{day1}})
+				if again.BatchID != older.BatchID || again.RowsUpserted != 0 {
+					t.Errorf("older batch rerun: batch %d upserted %d", again.BatchID, again.RowsUpserted)
+				}
+				if got := dump(t, dsn, "accounts"); !reflect.DeepEqual(got, want) {
+					t.Errorf("older batch changed the table:\n got %v\nwant %v", got, want)
+				}
+			})
+
+			t.Run("a sink failing after some flushes, then a rerun", func(t *testing.T) {
+				dsn := pgtest.New(t)
+				opts := Options{Inputs: []string{day1, day2}, Runner: runner, DSN: dsn, Clock: clock(t),
+					MaxRejects: Threshold{Count: 3}, Shards: 1, FlushRows: 2, FailAfterFlushes: 2}
+				_, err := Run(context.Background(), opts)
+				if err == nil || !strings.Contains(err.Error(), "injected fault") {
+					t.Fatalf("faulty run: %v", err)
+				}
+				if n := len(dump(t, dsn, "accounts")); n != 4 {
+					t.Errorf("%d accounts written before the fault, want 4 (two flushes of two)", n)
+				}
+				if s := batchStatus(t, dsn, 1); s != "failed" {
+					t.Errorf("status after the fault: %q", s)
+				}
+				opts.FailAfterFlushes = 0
+				rep := run(t, runner, dsn, opts)
+				if rep.BatchID != 1 || rep.PreviousStatus != "failed" || rep.RowsUpserted != 3 || rep.RowsStale != 4 {
+					t.Errorf("rerun: %+v", rep)
+				}
+				if got, want := balances(dump(t, dsn, "accounts")), expected(t, "day1+day2.csv"); !reflect.DeepEqual(got, want) {
+					t.Errorf("balances\n got %v\nwant %v", got, want)
+				}
+				if s := batchStatus(t, dsn, 1); s != "committed" {
+					t.Errorf("status after the rerun: %q", s)
+				}
+			})
+
+			t.Run("the late file with yesterday's files counts each transaction once", func(t *testing.T) {
+				dsn := pgtest.New(t)
+				first := run(t, runner, dsn, Options{Inputs: []string{day1}})
+				late := run(t, runner, dsn, Options{Inputs: []string{day1 + "," + day2}})
+				if late.BatchID <= first.BatchID || !late.NewBatch {
+					t.Errorf("late batch %d (new %v) after %d", late.BatchID, late.NewBatch, first.BatchID)
+				}
+				if late.RowsRead != 20 || late.RowsApplied != 14 || late.Duplicates != 3 || late.Rejected != 3 {
+					t.Errorf("late report: %+v", late)
+				}
+				if got, want := balances(dump(t, dsn, "accounts")), expected(t, "day1+day2.csv"); !reflect.DeepEqual(got, want) {
+					t.Errorf("balances\n got %v\nwant %v", got, want)
+				}
+			})
+		})
+	}
+}
+
+// checkRejects compares the batch's rejected rows with an expected file.
+func checkRejects(t *testing.T, dsn string, batch int64, name string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, "SELECT source_file, line_number, reason FROM rejected_rows WHERE batch_id = $1 ORDER BY 1, 2", batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var file, reason string
+		var line int64
+		if err := rows.Scan(&file, &line, &reason); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s/%s,%d,%s", filepath.Base(filepath.Dir(file)), filepath.Base(file), line, reason))
+	}
+	rows.Close()
+	data, err := os.ReadFile(filepath.Join("../../testdata/expected", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Split(strings.TrimSpace(string(data)), "\n")[1:]
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("rejected rows\n got %v\nwant %v", got, want)
+	}
+}
+
+// TestEveryRejectReason runs a file with one row for each reason.
+func TestEveryRejectReason(t *testing.T) {
+	dir := t.TempDir()
+	lines := []string{
+		"transaction_id,account_id,amount,timestamp",
+		"ok-1,acc,1.00,2026-12-01T00:00:00Z",                        // 2
+		"r-wfc,acc,1.00",                                            // 3 wrong_field_count
+		",acc,1.00,2026-12-01T00:00:00Z",                            // 4 empty_id
+		"r-bid ,acc,1.00,2026-12-01T00:00:00Z",                      // 5 bad_id
+		"r-bam,acc,1.001,2026-12-01T00:00:00Z",                      // 6 bad_amount
+		"r-ovf,acc,99999999999999999999,2026-12-01T00:00:00Z",       // 7 amount_overflow
+		"r-bts,acc,1.00,yesterday",                                  // 8 bad_timestamp
+		"r-utf,acc\xff,1.00,2026-12-01T00:00:00Z",                   // 9 invalid_utf8
+		"r-csv,a\"cc,1.00,2026-12-01T00:00:00Z",                     // 10 malformed_csv
+		"r-long," + strings.Repeat("x", txnfile.MaxLineBytes) + ",", // 11 line_too_long
+		"r-dup,acc,1.00,2026-12-01T00:00:00Z",                       // 12 conflicting_duplicate
+		"r-dup,acc,2.00,2026-12-01T00:00:00Z",                       // 13 conflicting_duplicate
+		"ok-2,acc,2.50,2026-12-01T00:00:00Z",                        // 14
+		"r-eof,\"acc,1.00,2026-12-01T00:00:00Z",                     // 15 malformed_csv (quote open at the end)
+	}
+	path := filepath.Join(dir, "reasons.csv")
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := map[int64]string{3: "wrong_field_count", 4: "empty_id", 5: "bad_id", 6: "bad_amount", 7: "amount_overflow",
+		8: "bad_timestamp", 9: "invalid_utf8", 10: "malformed_csv", 11: "line_too_long", 12: "conflicting_duplicate",
+		13: "conflicting_duplicate", 15: "malformed_csv"}
+	for _, runner := range testRunners {
+		t.Run(runner, func(t *testing.T) {
+			dsn := pgtest.New(t)
+			rep, err := Run(context.Background(), Options{Inputs: []string{path}, Runner: runner, DSN: dsn, Clock: clock(t)})
+			if !errors.Is(err, ErrTooManyRejects) || rep == nil {
+				t.Fatalf("run: %v", err)
+			}
+			if rep.RowsRead != 14 || rep.RowsApplied != 2 || rep.Rejected != 12 {
+				t.Errorf("report: %+v", rep)
+			}
+			ctx := context.Background()
+			conn, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			rows, _ := conn.Query(ctx, "SELECT line_number, reason, detail, length(raw_line) FROM rejected_rows")
+			got := map[int64]string{}
+			for rows.Next() {
+				var line int64
+				var reason, detail string
+				var rawLen int
+				if err := rows.Scan(&line, &reason, &detail, &rawLen); err != nil {
+					t.Fatal(err)
+				}
+				got[line] = reason
+				if detail == "" || rawLen == 0 || rawLen > txnfile.MaxRawBytes*3 {
+					t.Errorf("line %d: detail %q, raw line of %d chars", line, detail, rawLen)
+				}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("reasons\n got %v\nwant %v", got, want)
+			}
+			if b := balances(dump(t, dsn, "accounts")); !reflect.DeepEqual(b, [][3]string{{"acc", "3.50", "2"}}) {
+				t.Errorf("balances %v", b)
+			}
+		})
+	}
+}
+
+// TestBadInputsWriteNothing: a missing input, an empty glob, a file without
+// a header or with a bad header fail before anything is written.
+func TestBadInputsWriteNothing(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, data string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.csv", "transaction_id,account_id,amount,timestamp\nt1,a,1.00,2026-12-01T00:00:00Z\n")
+	unreadable := write("secret.csv", "transaction_id,account_id,amount,timestamp\n")
+	os.Chmod(unreadable, 0)
+	tests := []struct {
+		name   string
+		inputs []string
+		want   string
+	}{
+		{"no inputs", nil, "no input"},
+		{"missing file", []string{good, filepath.Join(dir, "nope.csv")}, "no such file"},
+		{"empty glob", []string{filepath.Join(dir, "*.tsv")}, "matches no files"},
+		{"directory", []string{dir}, "is a directory"},
+		{"empty file", []string{good, write("empty.csv", "")}, "no header"},
+		{"header lacks a column", []string{write("nohdr.csv", "t1,a,1.00,2026-12-01T00:00:00Z\n")}, "lacks column"},
+	}
+	if os.Geteuid() != 0 { // root reads anything
+		tests = append(tests, struct {
+			name   string
+			inputs []string
+			want   string
+		}{"unreadable file", []string{unreadable}, "permission denied"})
+	}
+	dsn := pgtest.New(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Run(context.Background(), Options{Inputs: tt.inputs, Runner: "direct", DSN: dsn})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want it to say %q", err, tt.want)
+			}
+		})
+	}
+	// Nothing reached the database: not even the schema.
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'").Scan(&n); err != nil || n != 0 {
+		t.Errorf("%d tables exist after failed runs (%v)", n, err)
+	}
+}
+
+func TestForcedBatchID(t *testing.T) {
+	dsn := pgtest.New(t)
+	first := run(t, "direct", dsn, Options{Inputs: []string{day1}, BatchID: 40})
+	if first.BatchID != 40 {
+		t.Fatalf("forced id: %d", first.BatchID)
+	}
+	_, err := Run(context.Background(), Options{Inputs: []string{day1, day2}, Runner: "direct", DSN: dsn, BatchID: 40})
+	if err == nil || !strings.Contains(err.Error(), "belongs to other inputs") {
+		t.Fatalf("forcing another batch's id: %v", err)
+	}
+	next := run(t, "direct", dsn, Options{Inputs: []string{day1, day2}})
+	if next.BatchID <= 40 {
+		t.Errorf("next batch id %d", next.BatchID)
+	}
+}
+
+func TestThreshold(t *testing.T) {
+	tests := []struct {
+		in      string
+		read    int64
+		allowed int64
+		wantErr bool
+	}{
+		{"0", 100, 0, false},
+		{"5", 100, 5, false},
+		{"1%", 1000, 10, false},
+		{"0.5%", 1000, 5, false},
+		{"100%", 7, 7, false},
+		{"-1", 0, 0, true},
+		{"101%", 0, 0, true},
+		{"lots", 0, 0, true},
+	}
+	for _, tt := range tests {
+		th, err := ParseThreshold(tt.in)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("ParseThreshold(%q) error %v", tt.in, err)
+			continue
+		}
+		if err == nil && th.Allowed(tt.read) != tt.allowed {
+			t.Errorf("%q of %d allows %d, want %d", tt.in, tt.read, th.Allowed(tt.read), tt.allowed)
+		}
+	}
+	dsn := pgtest.New(t)
+	rep, err := Run(context.Background(), Options{Inputs: []string{day1}, Runner: "direct", DSN: dsn, MaxRejects: Threshold{Count: 2}})
+	if !errors.Is(err, ErrTooManyRejects) || rep == nil || rep.Rejected != 3 {
+		t.Fatalf("3 rejects over a threshold of 2: %v, %+v", err, rep)
+	}
+	if s := batchStatus(t, dsn, rep.BatchID); s != "committed" {
+		t.Errorf("status %q: the valid rows are written and the batch committed", s)
+	}
+	var sb strings.Builder
+	rep.WriteText(&sb)
+	for _, want := range []string{"batch 1 (new)", "read 15 = applied 11 + duplicates collapsed 1 + rejected 3", "bad_amount 1, conflicting_duplicate 2", "6 upserted"} {
+		if !strings.Contains(sb.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, sb.String())
+		}
+	}
+}

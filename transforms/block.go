@@ -1,0 +1,266 @@
+package transforms
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"github.com/balancebeam/balancebeam/transforms/txnfile"
+)
+
+// Block is a packed run of parsed rows (transactions and rejected rows) bound
+// for one dedup bucket. Packing many rows into one element keeps the number of
+// elements crossing the shuffle small and its coder a plain byte copy: a
+// block's encoding is its Data.
+type Block struct {
+	Data []byte
+}
+
+// Record kinds inside a Block.
+const (
+	kindTxn    byte = 1
+	kindReject byte = 2
+)
+
+// Txn is one parsed transaction as carried through dedup. The file is an
+// index into the batch's manifest; Raw is the row's text, cut to MaxRawBytes,
+// kept for the rejected_rows table should the row turn out to conflict.
+type Txn struct {
+	ID, Account string
+	Cents       int64
+	AtMicros    int64
+	File        int32
+	Line        int64
+	Raw         string
+}
+
+// Reject is one rejected row.
+type Reject struct {
+	File   int32
+	Line   int64
+	Reason txnfile.Reason
+	Detail string
+	Raw    string
+}
+
+// Len returns the packed size in bytes.
+func (b Block) Len() int { return len(b.Data) }
+
+// AppendTxn packs a transaction.
+func (b *Block) AppendTxn(id, account []byte, cents, atMicros int64, file int32, line int64, raw []byte) {
+	d := append(b.Data, kindTxn)
+	d = appendBytes(d, id)
+	d = appendBytes(d, account)
+	d = binary.AppendVarint(d, cents)
+	d = binary.AppendVarint(d, atMicros)
+	d = binary.AppendUvarint(d, uint64(file))
+	d = binary.AppendUvarint(d, uint64(line))
+	b.Data = appendBytes(d, txnfile.CutRaw(raw))
+}
+
+// AppendReject packs a rejected row.
+func (b *Block) AppendReject(file int32, line int64, reason txnfile.Reason, detail string, raw []byte) {
+	d := append(b.Data, kindReject)
+	d = binary.AppendUvarint(d, uint64(file))
+	d = binary.AppendUvarint(d, uint64(line))
+	d = append(d, byte(reason))
+	d = appendBytes(d, []byte(txnfile.Truncate(detail, 300)))
+	b.Data = appendBytes(d, txnfile.CutRaw(raw))
+}
+
+func appendBytes(d, s []byte) []byte {
+	d = binary.AppendUvarint(d, uint64(len(s)))
+	return append(d, s...)
+}
+
+// errCorrupt is returned for a block that does not decode.
+var errCorrupt = errors.New("corrupt block")
+
+// Each calls txn or reject, in order, for every record of the block. The
+// strings handed to the callbacks alias b.Data (which is never written once
+// built): clone any that must outlive the block.
+func (b Block) Each(txn func(Txn) error, reject func(Reject) error) error {
+	d := b.Data
+	for len(d) > 0 {
+		kind := d[0]
+		d = d[1:]
+		var err error
+		switch kind {
+		case kindTxn:
+			var t Txn
+			var id, acct, raw []byte
+			if id, d, err = readBytes(d); err != nil {
+				return err
+			}
+			if acct, d, err = readBytes(d); err != nil {
+				return err
+			}
+			if t.Cents, d, err = readVarint(d); err != nil {
+				return err
+			}
+			if t.AtMicros, d, err = readVarint(d); err != nil {
+				return err
+			}
+			var f, l uint64
+			if f, d, err = readUvarint(d); err != nil {
+				return err
+			}
+			if l, d, err = readUvarint(d); err != nil {
+				return err
+			}
+			if raw, d, err = readBytes(d); err != nil {
+				return err
+			}
+			t.ID, t.Account, t.Raw = bytesString(id), bytesString(acct), bytesString(raw)
+			t.File, t.Line = int32(f), int64(l)
+			if err := txn(t); err != nil {
+				return err
+			}
+		case kindReject:
+			var r Reject
+			var f, l uint64
+			if f, d, err = readUvarint(d); err != nil {
+				return err
+			}
+			if l, d, err = readUvarint(d); err != nil {
+				return err
+			}
+			if len(d) == 0 {
+				return errCorrupt
+			}
+			r.Reason = txnfile.Reason(d[0])
+			d = d[1:]
+			var detail, raw []byte
+			if detail, d, err = readBytes(d); err != nil {
+				return err
+			}
+			if raw, d, err = readBytes(d); err != nil {
+				return err
+			}
+			r.File, r.Line, r.Detail, r.Raw = int32(f), int64(l), bytesString(detail), bytesString(raw)
+			if err := reject(r); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%w: unknown record kind %d", errCorrupt, kind)
+		}
+	}
+	return nil
+}
+
+func readUvarint(d []byte) (uint64, []byte, error) {
+	v, n := binary.Uvarint(d)
+	if n <= 0 {
+		return 0, nil, errCorrupt
+	}
+	return v, d[n:], nil
+}
+
+func readVarint(d []byte) (int64, []byte, error) {
+	v, n := binary.Varint(d)
+	if n <= 0 {
+		return 0, nil, errCorrupt
+	}
+	return v, d[n:], nil
+}
+
+func readBytes(d []byte) ([]byte, []byte, error) {
+	n, d, err := readUvarint(d)
+	if err != nil {
+		return nil, nil, err
+	}
+	if uint64(len(d)) < n {
+		return nil, nil, errCorrupt
+	}
+	return d[:n], d[n:], nil
+}
+
+// Total is one account's running total: the sum of its transactions' cents,
+// how many there were and the latest transaction time.
+type Total struct {
+	Account      string
+	Cents        int64
+	Count        int64
+	LatestMicros int64
+}
+
+// Add folds o into t. It fails when the sum would overflow int64 cents,
+// which is never silently wrapped.
+func (t *Total) Add(o Total) error {
+	sum, ok := txnfile.AddCents(t.Cents, o.Cents)
+	if !ok {
+		return fmt.Errorf("account %q: balance overflows 64-bit cents (%s + %s)", t.Account, txnfile.FormatCents(t.Cents), txnfile.FormatCents(o.Cents))
+	}
+	t.Cents = sum
+	t.Count += o.Count
+	if o.LatestMicros > t.LatestMicros {
+		t.LatestMicros = o.LatestMicros
+	}
+	return nil
+}
+
+// Totals is a list of account totals sorted by account, one entry an
+// account. It is the value combined per shard and handed to the sink.
+type Totals struct {
+	Rows []Total
+}
+
+// EncodeTotals is the coder of Totals: a count, then each row packed.
+func EncodeTotals(t Totals) []byte {
+	d := make([]byte, 0, 8+len(t.Rows)*24)
+	d = binary.AppendUvarint(d, uint64(len(t.Rows)))
+	for _, r := range t.Rows {
+		d = appendBytes(d, []byte(r.Account))
+		d = binary.AppendVarint(d, r.Cents)
+		d = binary.AppendVarint(d, r.Count)
+		d = binary.AppendVarint(d, r.LatestMicros)
+	}
+	return d
+}
+
+// DecodeTotals decodes EncodeTotals' output.
+func DecodeTotals(d []byte) (Totals, error) {
+	n, d, err := readUvarint(d)
+	if err != nil {
+		return Totals{}, err
+	}
+	if n > uint64(len(d)) {
+		return Totals{}, errCorrupt
+	}
+	rows := make([]Total, n)
+	for i := range rows {
+		var acct []byte
+		if acct, d, err = readBytes(d); err != nil {
+			return Totals{}, err
+		}
+		rows[i].Account = string(acct)
+		if rows[i].Cents, d, err = readVarint(d); err != nil {
+			return Totals{}, err
+		}
+		if rows[i].Count, d, err = readVarint(d); err != nil {
+			return Totals{}, err
+		}
+		if rows[i].LatestMicros, d, err = readVarint(d); err != nil {
+			return Totals{}, err
+		}
+	}
+	if len(d) != 0 {
+		return Totals{}, errCorrupt
+	}
+	return Totals{Rows: rows}, nil
+}
+
+// EncodeBlock is the coder of Block.
+func EncodeBlock(b Block) []byte { return b.Data }
+
+// DecodeBlock is the coder of Block. The runner hands over a fresh slice.
+func DecodeBlock(d []byte) Block { return Block{Data: d} }
+
+// bytesString views b as a string without copying; b must never change.
+func bytesString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}

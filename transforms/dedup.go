@@ -1,0 +1,194 @@
+package transforms
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+
+	"github.com/balancebeam/balancebeam/transforms/txnfile"
+)
+
+// RejectedRow is a rejected row as the sink stores it.
+type RejectedRow struct {
+	File   string
+	Line   int64
+	Reason string // a Reason's Code
+	Detail string
+	Raw    string
+}
+
+func init() {
+	beam.RegisterType(reflect.TypeOf((*RejectedRow)(nil)).Elem())
+	beam.RegisterCoder(reflect.TypeOf((*Totals)(nil)).Elem(), EncodeTotals, DecodeTotals)
+	register.Function1x1(EncodeTotals)
+	register.Function1x2(DecodeTotals)
+	register.DoFn5x1[context.Context, int, func(*Block) bool, func(int, Totals), func(RejectedRow), error](&DedupFn{})
+	register.Iter1[Block]()
+	register.Emitter2[int, Totals]()
+	register.Emitter1[RejectedRow]()
+}
+
+// DedupConfig sets how Dedup keys its output.
+type DedupConfig struct {
+	// Shards is how many sink shards account totals are keyed by.
+	Shards int
+	// Files are the batch's file paths, by manifest index, to name the source
+	// of rejected rows.
+	Files []string
+}
+
+// Dedup groups the parsed blocks by bucket and, within each, collapses exact
+// copies of a transaction id to one and rejects every copy of an id whose
+// copies differ (so the result never depends on the order rows arrive in).
+// It returns the surviving transactions summed per account and keyed by sink
+// shard, and every rejected row of the batch (parse and dedup rejects).
+func Dedup(s beam.Scope, blocks beam.PCollection, cfg DedupConfig) (totals, rejects beam.PCollection) {
+	s = s.Scope("Dedup")
+	grouped := beam.GroupByKey(s, blocks)
+	shards := cfg.Shards
+	if shards < 1 {
+		shards = 1
+	}
+	return beam.ParDo2(s, &DedupFn{Shards: shards, Files: cfg.Files}, grouped)
+}
+
+// DedupFn deduplicates one bucket of transactions.
+type DedupFn struct {
+	Shards int
+	Files  []string
+}
+
+// ProcessElement dedups the transactions of one bucket and emits per-shard
+// account totals and the bucket's rejected rows.
+func (f *DedupFn) ProcessElement(ctx context.Context, bucket int, blocks func(*Block) bool,
+	emit func(int, Totals), reject func(RejectedRow)) error {
+	var txns []Txn
+	var b Block
+	for blocks(&b) {
+		err := b.Each(func(t Txn) error {
+			txns = append(txns, t)
+			return nil
+		}, func(r Reject) error {
+			reject(f.rejected(r.File, r.Line, r.Reason, r.Detail, r.Raw))
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("dedup bucket %d: %w", bucket, err)
+		}
+	}
+	kept, dups, conflicts := DedupTxns(txns)
+	for _, group := range conflicts {
+		detail := conflictDetail(group, f.Files)
+		for _, t := range group {
+			reject(f.rejected(t.File, t.Line, txnfile.ReasonConflictingDuplicate, detail, t.Raw))
+		}
+	}
+	duplicates.Inc(ctx, int64(dups))
+	rowsApplied.Inc(ctx, int64(len(kept)))
+
+	totals, err := SumByAccount(kept)
+	if err != nil {
+		return err
+	}
+	for shard, part := range SplitByShard(totals, f.Shards) {
+		if len(part.Rows) > 0 {
+			emit(shard, part)
+		}
+	}
+	return nil
+}
+
+func (f *DedupFn) rejected(file int32, line int64, reason txnfile.Reason, detail, raw string) RejectedRow {
+	return RejectedRow{File: fileName(f.Files, file), Line: line, Reason: reason.Code(),
+		Detail: strings.Clone(detail), Raw: strings.Clone(raw)}
+}
+
+func fileName(files []string, i int32) string {
+	if i >= 0 && int(i) < len(files) {
+		return files[i]
+	}
+	return fmt.Sprintf("file #%d", i)
+}
+
+// DedupTxns sorts txns by (transaction id, file, line) and splits them into
+// the transactions to apply (one per id), the number of exact copies
+// collapsed, and the groups of copies that conflict. Copies are equal when
+// their account, amount and time are equal.
+func DedupTxns(txns []Txn) (kept []Txn, dups int, conflicts [][]Txn) {
+	slices.SortFunc(txns, func(a, b Txn) int {
+		if c := strings.Compare(a.ID, b.ID); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.File, b.File); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Line, b.Line)
+	})
+	kept = txns[:0:0]
+	for i := 0; i < len(txns); {
+		j := i + 1
+		same := true
+		for j < len(txns) && txns[j].ID == txns[i].ID {
+			if txns[j].Account != txns[i].Account || txns[j].Cents != txns[i].Cents || txns[j].AtMicros != txns[i].AtMicros {
+				same = false
+			}
+			j++
+		}
+		if same {
+			kept = append(kept, txns[i])
+			dups += j - i - 1
+		} else {
+			conflicts = append(conflicts, txns[i:j])
+		}
+		i = j
+	}
+	return kept, dups, conflicts
+}
+
+func conflictDetail(group []Txn, files []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "transaction_id %q has %d copies that differ:", txnfile.Truncate(group[0].ID, 64), len(group))
+	for i, t := range group {
+		if i == 4 {
+			fmt.Fprintf(&b, " and %d more", len(group)-i)
+			break
+		}
+		fmt.Fprintf(&b, " %s:%d (%s, %s, %s);", fileName(files, t.File), t.Line, txnfile.Truncate(t.Account, 32), txnfile.FormatCents(t.Cents), txnfile.FormatMicros(t.AtMicros))
+	}
+	return b.String()
+}
+
+// SumByAccount folds transactions into per-account totals sorted by account.
+// Account strings are copied, so the totals hold no reference to the blocks.
+func SumByAccount(txns []Txn) ([]Total, error) {
+	slices.SortFunc(txns, func(a, b Txn) int { return strings.Compare(a.Account, b.Account) })
+	var out []Total
+	for _, t := range txns {
+		in := Total{Account: t.Account, Cents: t.Cents, Count: 1, LatestMicros: t.AtMicros}
+		if n := len(out); n > 0 && out[n-1].Account == t.Account {
+			if err := out[n-1].Add(in); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		in.Account = strings.Clone(in.Account)
+		out = append(out, in)
+	}
+	return out, nil
+}
+
+// SplitByShard partitions sorted totals by Shard, keeping each part sorted.
+func SplitByShard(totals []Total, shards int) []Totals {
+	parts := make([]Totals, shards)
+	for _, t := range totals {
+		s := Shard(t.Account, shards)
+		parts[s].Rows = append(parts[s].Rows, t)
+	}
+	return parts
+}

@@ -1,0 +1,210 @@
+package transforms
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"reflect"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/local" // local paths
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+
+	"github.com/balancebeam/balancebeam/transforms/txnfile"
+)
+
+// FileSpec is one input file of a batch as pinned by the batch's manifest:
+// the reader checks that what it reads is still what was registered.
+type FileSpec struct {
+	// Index is the file's position in the manifest; rows refer to it.
+	Index int32
+	// Path is the file's absolute path or URL.
+	Path string
+	// Size is the file's size in bytes when the manifest was built.
+	Size int64
+	// SHA256 is the hex SHA-256 of the file's contents.
+	SHA256 string
+}
+
+// ParseConfig sets how Parse packs rows.
+type ParseConfig struct {
+	// Buckets is how many dedup buckets transaction ids are spread over.
+	Buckets int
+	// BlockBytes is the size at which a bucket's block is sent on.
+	BlockBytes int
+}
+
+// DefaultParseConfig is used for zero fields of a ParseConfig.
+var DefaultParseConfig = ParseConfig{Buckets: 64, BlockBytes: 512 << 10}
+
+func (c ParseConfig) withDefaults() ParseConfig {
+	if c.Buckets <= 0 {
+		c.Buckets = DefaultParseConfig.Buckets
+	}
+	if c.BlockBytes <= 0 {
+		c.BlockBytes = DefaultParseConfig.BlockBytes
+	}
+	return c
+}
+
+// Beam metrics counted by the transforms.
+var (
+	rowsRead     = beam.NewCounter(MetricsNamespace, MetricRowsRead)
+	rowsRejected = beam.NewCounter(MetricsNamespace, MetricRowsRejected)
+	rowsApplied  = beam.NewCounter(MetricsNamespace, MetricRowsApplied)
+	duplicates   = beam.NewCounter(MetricsNamespace, MetricDuplicates)
+)
+
+// Metric names. The run report reads them back from the pipeline result.
+const (
+	MetricsNamespace   = "balancebeam"
+	MetricRowsRead     = "rows_read"
+	MetricRowsRejected = "rows_rejected"
+	MetricRowsApplied  = "rows_applied"
+	MetricDuplicates   = "duplicates_collapsed"
+)
+
+func init() {
+	beam.RegisterType(reflect.TypeOf((*FileSpec)(nil)).Elem())
+	beam.RegisterCoder(reflect.TypeOf((*Block)(nil)).Elem(), EncodeBlock, DecodeBlock)
+	register.Function1x1(EncodeBlock)
+	register.Function1x1(DecodeBlock)
+	register.DoFn3x1[context.Context, FileSpec, func(int, Block), error](&ParseFileFn{})
+	register.Emitter2[int, Block]()
+}
+
+// Parse reads each file of the batch and parses its rows into blocks keyed
+// by dedup bucket (FNV-1a of the transaction id). Rejected rows travel in
+// the same blocks, so that nothing about a file is written before every file
+// has been read and checked.
+func Parse(s beam.Scope, files beam.PCollection, cfg ParseConfig) beam.PCollection {
+	s = s.Scope("Parse")
+	cfg = cfg.withDefaults()
+	// Spread the files over workers; each file is read by one of them.
+	files = beam.Reshuffle(s, files)
+	return beam.ParDo(s, &ParseFileFn{Buckets: cfg.Buckets, BlockBytes: cfg.BlockBytes}, files)
+}
+
+// ParseFileFn reads one file and emits its rows packed in per-bucket blocks.
+// It fails, emitting nothing that will be committed, when the file cannot be
+// read, lacks a header or no longer matches its manifest entry.
+type ParseFileFn struct {
+	Buckets    int
+	BlockBytes int
+}
+
+// ProcessElement reads and parses one file.
+func (f *ParseFileFn) ProcessElement(ctx context.Context, file FileSpec, emit func(int, Block)) error {
+	fs, err := filesystem.New(ctx, file.Path)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", file.Path, err)
+	}
+	defer fs.Close()
+	rc, err := fs.OpenRead(ctx, file.Path)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", file.Path, err)
+	}
+	defer rc.Close()
+
+	stats, err := ParseStream(rc, file, f.Buckets, f.BlockBytes, emit)
+	if err != nil {
+		return err
+	}
+	rowsRead.Inc(ctx, stats.Rows)
+	rowsRejected.Inc(ctx, stats.Rejected)
+	slog.Info("read file", "file", file.Path, "rows", stats.Rows, "rejected", stats.Rejected)
+	return nil
+}
+
+// ParseStats counts what ParseStream saw.
+type ParseStats struct {
+	Rows, Rejected int64
+}
+
+// ParseStream parses one file's contents. It checks the contents against the
+// manifest entry (size and SHA-256) when the entry has them, and emits the
+// blocks in a deterministic order.
+func ParseStream(r io.Reader, file FileSpec, buckets, blockBytes int, emit func(int, Block)) (ParseStats, error) {
+	var stats ParseStats
+	var h hash.Hash
+	counted := &countingReader{r: r}
+	src := io.Reader(counted)
+	if file.SHA256 != "" {
+		h = sha256.New()
+		src = io.TeeReader(counted, h)
+	}
+	cr := txnfile.NewCSVReader(src)
+	first, err := cr.Next()
+	if errors.Is(err, io.EOF) {
+		return stats, fmt.Errorf("%s: %w", file.Path, txnfile.ErrNoHeader)
+	}
+	if err != nil {
+		return stats, fmt.Errorf("read %s: %w", file.Path, err)
+	}
+	header, err := txnfile.ParseHeader(first)
+	if err != nil {
+		return stats, fmt.Errorf("%s line %d: %w", file.Path, first.Line, err)
+	}
+	if buckets < 1 {
+		buckets = 1
+	}
+	blocks := make([]Block, buckets)
+	flush := func(b int) {
+		emit(b, blocks[b])
+		blocks[b] = Block{} // the emitted block is never written again
+	}
+	for {
+		rec, err := cr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return stats, fmt.Errorf("read %s: %w", file.Path, err)
+		}
+		stats.Rows++
+		row, reason, detail := txnfile.ParseRow(header, rec)
+		var b int
+		if reason != txnfile.ReasonNone {
+			stats.Rejected++
+			b = int(rec.Line % int64(buckets))
+			blocks[b].AppendReject(file.Index, rec.Line, reason, detail, rec.Raw)
+		} else {
+			b = DedupBucket(row.ID, buckets)
+			blocks[b].AppendTxn(row.ID, row.Account, row.Cents, row.AtMicros, file.Index, rec.Line, rec.Raw)
+		}
+		if blocks[b].Len() >= blockBytes {
+			flush(b)
+		}
+	}
+	if file.Size > 0 && counted.n != file.Size {
+		return stats, fmt.Errorf("%s changed since its batch was registered: size was %d bytes, read %d", file.Path, file.Size, counted.n)
+	}
+	if h != nil {
+		if got := hex.EncodeToString(h.Sum(nil)); got != file.SHA256 {
+			return stats, fmt.Errorf("%s changed since its batch was registered: sha256 was %s, read %s", file.Path, file.SHA256, got)
+		}
+	}
+	for b := range blocks {
+		if blocks[b].Len() > 0 {
+			flush(b)
+		}
+	}
+	return stats, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}

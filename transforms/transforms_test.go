@@ -1,0 +1,364 @@
+package transforms
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/runners/direct"
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/runners/prism"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/passert"
+
+	"github.com/balancebeam/balancebeam/transforms/txnfile"
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	beam.Init()
+	os.Exit(m.Run())
+}
+
+// testRunners are the local runners every pipeline test runs on.
+var testRunners = []string{"direct", "prism"}
+
+func TestFNV1a64Golden(t *testing.T) {
+	tests := []struct {
+		s              string
+		hash           uint64
+		mod2, mod4, m8 int
+	}{
+		// The first three are FNV-1a's published test vectors.
+		{"", 0xcbf29ce484222325, 1, 1, 5},
+		{"a", 0xaf63dc4c8601ec8c, 0, 0, 4},
+		{"foobar", 0x85944171f73967e8, 0, 0, 0},
+		{"acc-alice", 0x93acf99f433d4e37, 1, 3, 7},
+		{"acc-bob", 0x6b76519016cf29c4, 0, 0, 4},
+		{"acc-carol", 0x2f4686616732ff42, 0, 2, 2},
+		{"acc-dave", 0xf5909ea0f0bcaeef, 1, 3, 7},
+		{"acc-erin", 0x3b67be9ad02cf109, 1, 1, 1},
+		{"acc-frank", 0xc291eb8301581393, 1, 3, 3},
+		{"acc-heidi", 0x391c786c59330e76, 0, 2, 6},
+		{"ä-kønto", 0xfca1dc9536657e7c, 0, 0, 4}, // hashed as UTF-8 bytes
+	}
+	for _, tt := range tests {
+		if got := FNV1a64(tt.s); got != tt.hash {
+			t.Errorf("FNV1a64(%q) = %#x, want %#x", tt.s, got, tt.hash)
+		}
+		h := fnv.New64a()
+		h.Write([]byte(tt.s))
+		if h.Sum64() != tt.hash {
+			t.Errorf("hash/fnv disagrees for %q", tt.s)
+		}
+		for shards, want := range map[int]int{1: 0, 2: tt.mod2, 4: tt.mod4, 8: tt.m8} {
+			if got := Shard(tt.s, shards); got != want {
+				t.Errorf("Shard(%q, %d) = %d, want %d", tt.s, shards, got, want)
+			}
+		}
+	}
+}
+
+func TestShardSpread(t *testing.T) {
+	const n, shards = 100000, 8
+	counts := make([]int, shards)
+	for i := 0; i < n; i++ {
+		counts[Shard(fmt.Sprintf("acc-%06d", i), shards)]++
+	}
+	for s, c := range counts {
+		if c < n/shards*9/10 || c > n/shards*11/10 {
+			t.Errorf("shard %d has %d of %d accounts: %v", s, c, n, counts)
+		}
+	}
+}
+
+func TestBlockRoundTrip(t *testing.T) {
+	var b Block
+	b.AppendTxn([]byte("t1"), []byte("acc"), -1250, 1733011200000000, 3, 17, []byte("t1,acc,-12.50,..."))
+	b.AppendReject(2, 9, txnfile.ReasonBadAmount, "amount \"x\"", []byte("t2,acc,x,..."))
+	b.AppendTxn([]byte("t3"), []byte("ä"), math.MinInt64, -1, 0, 1, nil)
+	var txns []Txn
+	var rejects []Reject
+	dec := DecodeBlock(append([]byte(nil), EncodeBlock(b)...))
+	if err := dec.Each(func(t Txn) error { txns = append(txns, t); return nil },
+		func(r Reject) error { rejects = append(rejects, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	wantTxns := []Txn{
+		{ID: "t1", Account: "acc", Cents: -1250, AtMicros: 1733011200000000, File: 3, Line: 17, Raw: "t1,acc,-12.50,..."},
+		{ID: "t3", Account: "ä", Cents: math.MinInt64, AtMicros: -1, File: 0, Line: 1},
+	}
+	wantRejects := []Reject{{File: 2, Line: 9, Reason: txnfile.ReasonBadAmount, Detail: "amount \"x\"", Raw: "t2,acc,x,..."}}
+	if !reflect.DeepEqual(txns, wantTxns) || !reflect.DeepEqual(rejects, wantRejects) {
+		t.Errorf("decoded\n %+v\n %+v", txns, rejects)
+	}
+	// Every cut of a valid block that is not between two records fails
+	// cleanly instead of decoding garbage.
+	var prefix Block
+	boundaries := map[int]bool{}
+	prefix.AppendTxn([]byte("t1"), []byte("acc"), -1250, 1733011200000000, 3, 17, []byte("t1,acc,-12.50,..."))
+	boundaries[prefix.Len()] = true
+	prefix.AppendReject(2, 9, txnfile.ReasonBadAmount, "amount \"x\"", []byte("t2,acc,x,..."))
+	boundaries[prefix.Len()] = true
+	for n := 1; n < len(b.Data); n++ {
+		err := Block{Data: b.Data[:n]}.Each(func(Txn) error { return nil }, func(Reject) error { return nil })
+		if (err == nil) != boundaries[n] {
+			t.Errorf("block cut at %d of %d: err = %v", n, len(b.Data), err)
+		}
+	}
+	if err := (Block{Data: []byte{9}}).Each(nil, nil); err == nil {
+		t.Error("unknown record kind decoded")
+	}
+}
+
+func TestTotalsCoder(t *testing.T) {
+	in := Totals{Rows: []Total{{"a", 1, 1, 5}, {"b", math.MaxInt64, 7, -3}, {"ü", math.MinInt64, 1, 0}}}
+	out, err := DecodeTotals(EncodeTotals(in))
+	if err != nil || !reflect.DeepEqual(in, out) {
+		t.Errorf("round trip: %+v, %v", out, err)
+	}
+	if _, err := DecodeTotals(EncodeTotals(in)[:5]); err == nil {
+		t.Error("truncated totals decoded")
+	}
+	empty, err := DecodeTotals(EncodeTotals(Totals{}))
+	if err != nil || len(empty.Rows) != 0 {
+		t.Errorf("empty: %+v, %v", empty, err)
+	}
+}
+
+func TestDedupTxns(t *testing.T) {
+	txn := func(id, acct string, cents int64, file int32, line int64) Txn {
+		return Txn{ID: id, Account: acct, Cents: cents, AtMicros: 1, File: file, Line: line}
+	}
+	tests := []struct {
+		name      string
+		in        []Txn
+		kept      []string // id@file:line
+		dups      int
+		conflicts [][]string
+	}{
+		{"distinct", []Txn{txn("b", "x", 1, 0, 2), txn("a", "x", 1, 0, 1)}, []string{"a@0:1", "b@0:2"}, 0, nil},
+		{"exact copies collapse to the first by file and line",
+			[]Txn{txn("a", "x", 1, 1, 5), txn("a", "x", 1, 0, 9), txn("a", "x", 1, 1, 2)}, []string{"a@0:9"}, 2, nil},
+		{"copies that differ are all rejected, whatever the order",
+			[]Txn{txn("a", "x", 2, 1, 1), txn("a", "x", 1, 0, 1), txn("a", "x", 1, 2, 1), txn("b", "y", 1, 0, 2)},
+			[]string{"b@0:2"}, 0, [][]string{{"a@0:1", "a@1:1", "a@2:1"}}},
+		{"a different account is a conflict", []Txn{txn("a", "x", 1, 0, 1), txn("a", "y", 1, 0, 2)},
+			nil, 0, [][]string{{"a@0:1", "a@0:2"}}},
+		{"a different time is a conflict", []Txn{txn("a", "x", 1, 0, 1), {ID: "a", Account: "x", Cents: 1, AtMicros: 2, Line: 2}},
+			nil, 0, [][]string{{"a@0:1", "a@0:2"}}},
+	}
+	key := func(t Txn) string { return fmt.Sprintf("%s@%d:%d", t.ID, t.File, t.Line) }
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kept, dups, conflicts := DedupTxns(slices.Clone(tt.in))
+			var gotKept []string
+			for _, k := range kept {
+				gotKept = append(gotKept, key(k))
+			}
+			var gotConflicts [][]string
+			for _, g := range conflicts {
+				var ks []string
+				for _, k := range g {
+					ks = append(ks, key(k))
+				}
+				gotConflicts = append(gotConflicts, ks)
+			}
+			if !reflect.DeepEqual(gotKept, tt.kept) || dups != tt.dups || !reflect.DeepEqual(gotConflicts, tt.conflicts) {
+				t.Errorf("kept %v dups %d conflicts %v; want %v %d %v", gotKept, dups, gotConflicts, tt.kept, tt.dups, tt.conflicts)
+			}
+		})
+	}
+}
+
+func TestSumTotals(t *testing.T) {
+	fn := SumTotalsFn{}
+	a := Totals{Rows: []Total{{"a", 100, 1, 10}, {"c", -5, 2, 30}}}
+	b := Totals{Rows: []Total{{"b", 7, 1, 5}, {"c", 5, 1, 40}}}
+	acc := fn.CreateAccumulator()
+	acc, err := fn.AddInput(acc, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc, err = fn.AddInput(acc, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Totals{Rows: []Total{{"a", 100, 1, 10}, {"b", 7, 1, 5}, {"c", 0, 3, 40}}}
+	if got := fn.ExtractOutput(acc); !reflect.DeepEqual(got, want) {
+		t.Errorf("sum = %+v, want %+v", got, want)
+	}
+	// Merging is commutative.
+	ab, _ := fn.MergeAccumulators(a, b)
+	ba, _ := fn.MergeAccumulators(b, a)
+	if !reflect.DeepEqual(ab, ba) {
+		t.Errorf("a+b = %+v, b+a = %+v", ab, ba)
+	}
+	// Overflow fails, naming the account, instead of wrapping.
+	big := Totals{Rows: []Total{{"rich", math.MaxInt64, 1, 0}}}
+	if _, err := fn.MergeAccumulators(big, Totals{Rows: []Total{{"rich", 1, 1, 0}}}); err == nil || !strings.Contains(err.Error(), `"rich"`) {
+		t.Errorf("overflow: %v", err)
+	}
+}
+
+func TestParseStreamChangedFile(t *testing.T) {
+	data := "transaction_id,account_id,amount,timestamp\nt1,a,1.00,2026-12-01T00:00:00Z\n"
+	sum := sha256.Sum256([]byte(data))
+	good := FileSpec{Path: "f.csv", Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}
+	emitted := 0
+	if _, err := ParseStream(strings.NewReader(data), good, 4, 1<<20, func(int, Block) { emitted++ }); err != nil || emitted != 1 {
+		t.Fatalf("unchanged file: %v, %d blocks", err, emitted)
+	}
+	changed := strings.Replace(data, "1.00", "9.00", 1)
+	if _, err := ParseStream(strings.NewReader(changed), good, 4, 1<<20, func(int, Block) {}); err == nil || !strings.Contains(err.Error(), "changed since its batch was registered") {
+		t.Errorf("changed file: %v", err)
+	}
+	if _, err := ParseStream(strings.NewReader(data+"t2,a,1.00,2026-12-01T00:00:00Z\n"), good, 4, 1<<20, func(int, Block) {}); err == nil {
+		t.Error("grown file accepted")
+	}
+	if _, err := ParseStream(strings.NewReader(""), FileSpec{Path: "e.csv"}, 4, 1<<20, func(int, Block) {}); err == nil || !strings.Contains(err.Error(), "no header") {
+		t.Errorf("empty file: %v", err)
+	}
+}
+
+// --- Pipeline tests: Parse, Dedup and Sum on both local runners. ---
+
+func init() {
+	register.Function3x0[int, Totals, func(string)](formatTotals)
+	register.Function2x0[RejectedRow, func(string)](formatReject)
+	register.Emitter1[string]()
+}
+
+// formatTotals renders each account of a shard as "shard account balance count".
+func formatTotals(shard int, t Totals, emit func(string)) {
+	for _, r := range t.Rows {
+		emit(fmt.Sprintf("%d %s %s %d", shard, r.Account, txnfile.FormatCents(r.Cents), r.Count))
+	}
+}
+
+func formatReject(r RejectedRow, emit func(string)) {
+	emit(fmt.Sprintf("%s:%d %s", filepath.Base(r.File), r.Line, r.Reason))
+}
+
+func specsFor(t *testing.T, paths ...string) ([]FileSpec, []string) {
+	t.Helper()
+	var specs []FileSpec
+	for i, p := range paths {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(abs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(data)
+		specs = append(specs, FileSpec{Index: int32(i), Path: abs, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])})
+		paths[i] = abs
+	}
+	return specs, paths
+}
+
+func buildBalances(s beam.Scope, specs []FileSpec, paths []string, cfg ParseConfig, shards int) (balances, rejects beam.PCollection) {
+	files := beam.CreateList(s, specs)
+	blocks := Parse(s, files, cfg)
+	totals, rej := Dedup(s, blocks, DedupConfig{Shards: shards, Files: paths})
+	sums := SumPerShard(s, totals)
+	return beam.ParDo(s, formatTotals, sums), beam.ParDo(s, formatReject, rej)
+}
+
+func TestPipelineDay1(t *testing.T) {
+	wantBalances := []any{
+		"3 acc-alice 75.00 3", "0 acc-bob 200.00 2", "2 acc-carol 75.00 1",
+		"3 acc-dave 20.00 2", "1 acc-erin 2.00 2", "3 acc-frank 300.00 1",
+	}
+	wantRejects := []any{"a.csv:9 bad_amount", "b.csv:8 conflicting_duplicate", "b.csv:9 conflicting_duplicate"}
+	for _, runner := range testRunners {
+		t.Run(runner, func(t *testing.T) {
+			specs, paths := specsFor(t, "../testdata/day1/a.csv", "../testdata/day1/b.csv")
+			p, s := beam.NewPipelineWithRoot()
+			// Tiny blocks, so that each file sends many elements.
+			balances, rejects := buildBalances(s, specs, paths, ParseConfig{Buckets: 5, BlockBytes: 64}, 4)
+			passert.Equals(s, balances, wantBalances...)
+			passert.Equals(s, rejects, wantRejects...)
+			if _, err := beam.Run(context.Background(), runner, p); err != nil {
+				t.Fatalf("pipeline: %v", err)
+			}
+		})
+	}
+}
+
+// TestPipelineDeterministic checks that bucket and block sizes and the order
+// of files change nothing: exact copies spread over three files collapse,
+// copies that conflict across files are all rejected.
+func TestPipelineDeterministic(t *testing.T) {
+	dir := t.TempDir()
+	header := "transaction_id,account_id,amount,timestamp\n"
+	var f1, f2, f3 strings.Builder
+	for _, f := range []*strings.Builder{&f1, &f2, &f3} {
+		f.WriteString(header)
+	}
+	for i := 0; i < 300; i++ {
+		row := fmt.Sprintf("t%03d,acc%02d,%d.%02d,2026-12-01T00:%02d:00Z\n", i, i%17, i, i%100, i%60)
+		f1.WriteString(row)
+		if i%3 == 0 {
+			f2.WriteString(row) // exact copy
+		}
+		if i%50 == 7 {
+			f3.WriteString(fmt.Sprintf("t%03d,acc%02d,%d.%02d,2026-12-01T00:%02d:00Z\n", i, i%17, i, (i+1)%100, i%60)) // conflict
+		}
+	}
+	names := []string{"f1.csv", "f2.csv", "f3.csv"}
+	for i, b := range []*strings.Builder{&f1, &f2, &f3} {
+		if err := os.WriteFile(filepath.Join(dir, names[i]), []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The expected balances, summed here by a plain loop.
+	want := map[string]int64{}
+	counts := map[string]int{}
+	wantRejects := 0
+	for i := 0; i < 300; i++ {
+		if i%50 == 7 {
+			wantRejects += 2 // in f1 and f3
+			if i%3 == 0 {
+				wantRejects++ // and in f2
+			}
+			continue
+		}
+		acct := fmt.Sprintf("acc%02d", i%17)
+		want[acct] += int64(i*100 + i%100)
+		counts[acct]++
+	}
+	var wantLines []any
+	for acct, cents := range want {
+		wantLines = append(wantLines, fmt.Sprintf("%d %s %s %d", Shard(acct, 3), acct, txnfile.FormatCents(cents), counts[acct]))
+	}
+	for _, runner := range testRunners {
+		for _, cfg := range []ParseConfig{{Buckets: 1, BlockBytes: 1 << 20}, {Buckets: 7, BlockBytes: 100}, {Buckets: 64}} {
+			for _, order := range [][]string{{"f1.csv", "f2.csv", "f3.csv"}, {"f3.csv", "f1.csv", "f2.csv"}} {
+				t.Run(fmt.Sprintf("%s/buckets=%d/%s", runner, cfg.Buckets, order[0]), func(t *testing.T) {
+					paths := []string{filepath.Join(dir, order[0]), filepath.Join(dir, order[1]), filepath.Join(dir, order[2])}
+					specs, paths := specsFor(t, paths...)
+					p, s := beam.NewPipelineWithRoot()
+					balances, rejects := buildBalances(s, specs, paths, cfg, 3)
+					passert.Equals(s, balances, wantLines...)
+					passert.Count(s, rejects, "rejects", wantRejects)
+					if _, err := beam.Run(context.Background(), runner, p); err != nil {
+						t.Fatalf("pipeline: %v", err)
+					}
+				})
+			}
+		}
+	}
+}
