@@ -53,7 +53,9 @@ type BatchRequest struct {
 
 // Batch is a registered batch.
 type Batch struct {
-	ID       int64
+	ID int64
+	// Run counts the runs of the batch, this one included.
+	Run      int
 	PinnedAt time.Time
 	// New is true when this call registered the batch.
 	New bool
@@ -129,7 +131,7 @@ func (r *Registry) Register(ctx context.Context, req BatchRequest) (Batch, error
 		}
 		if found {
 			b = Batch{ID: existing.id, PinnedAt: existing.pinnedAt, PreviousStatus: existing.status}
-			if _, err := tx.Exec(ctx, t.rerunBatchSQL(), existing.id); err != nil {
+			if err := tx.QueryRow(ctx, t.rerunBatchSQL(), existing.id).Scan(&b.Run); err != nil {
 				return fmt.Errorf("mark batch %d running: %w", existing.id, err)
 			}
 			return nil
@@ -151,7 +153,7 @@ func (r *Registry) insert(ctx context.Context, tx pgx.Tx, id int64, req BatchReq
 	if _, err := tx.Exec(ctx, r.Tables.insertBatchSQL(), id, r.Tables.Key(), req.ManifestSHA256, files, pinned); err != nil {
 		return fmt.Errorf("register batch %d: %w", id, err)
 	}
-	*b = Batch{ID: id, PinnedAt: pinned, New: true}
+	*b = Batch{ID: id, Run: 1, PinnedAt: pinned, New: true}
 	return nil
 }
 
@@ -195,4 +197,29 @@ func (r *Registry) RejectCounts(ctx context.Context, id int64) (map[string]int64
 		return nil, fmt.Errorf("count rejected rows of batch %d: %w", id, err)
 	}
 	return out, nil
+}
+
+// ShardMark is one shard's mark row: what one run wrote of the shard, and
+// the batch's row counts as the shard's totals saw them.
+type ShardMark struct {
+	Shard, Buckets                          int
+	Accounts, Upserted, Stale               int64
+	RowsRead, Applied, Duplicates, Rejected int64
+}
+
+// ShardMarks returns the mark rows one run of a batch wrote.
+func (r *Registry) ShardMarks(ctx context.Context, id int64, run int) ([]ShardMark, error) {
+	rows, err := r.Pool.Query(ctx, r.Tables.shardMarksSQL(), id, run)
+	if err != nil {
+		return nil, fmt.Errorf("read shard marks of batch %d: %w", id, err)
+	}
+	marks, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ShardMark, error) {
+		var m ShardMark
+		err := row.Scan(&m.Shard, &m.Buckets, &m.Accounts, &m.Upserted, &m.Stale, &m.RowsRead, &m.Applied, &m.Duplicates, &m.Rejected)
+		return m, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read shard marks of batch %d: %w", id, err)
+	}
+	return marks, nil
 }

@@ -25,7 +25,7 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 func TestSplitPassword(t *testing.T) {
 	tests := []struct {
 		in, clean, pw string
-		wantErr      bool
+		wantErr       bool
 	}{
 		{"postgres://u:secret@h:5432/db?sslmode=disable", "postgres://u@h:5432/db?sslmode=disable", "secret", false},
 		{"postgresql://u@h/db", "postgresql://u@h/db", "", false},
@@ -108,7 +108,7 @@ func TestEnsureSchemaConcurrent(t *testing.T) {
 		t.Fatalf("again: %v", err)
 	}
 	var n int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_schema = 'reporting'`).Scan(&n); err != nil || n != 3 {
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_schema = 'reporting'`).Scan(&n); err != nil || n != 4 {
 		t.Errorf("tables in schema reporting: %d, %v", n, err)
 	}
 	if err := EnsureSchema(ctx, pool, Tables{Accounts: "a.b.c"}); err == nil {
@@ -216,7 +216,7 @@ func TestRegistryConcurrent(t *testing.T) {
 // writer returns a started balance writer for batch.
 func writer(t *testing.T, dsn string, batch int64, flushRows int) *BalanceWriterFn {
 	t.Helper()
-	w := &BalanceWriterFn{Conn: Connection{DSN: dsn}, BatchID: batch,
+	w := &BalanceWriterFn{Conn: Connection{DSN: dsn}, BatchID: batch, Run: 1, Buckets: 1,
 		PinnedAtMicros: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).UnixMicro() + batch, FlushRows: flushRows,
 		Retry: Retry{Attempts: 3, Initial: 10 * time.Millisecond}}
 	if err := w.Setup(context.Background()); err != nil {
@@ -230,7 +230,7 @@ func write(t *testing.T, w *BalanceWriterFn, rows ...transforms.Total) error {
 	t.Helper()
 	ctx := context.Background()
 	w.StartBundle(ctx)
-	if err := w.ProcessElement(ctx, 0, transforms.Totals{Rows: rows}); err != nil {
+	if err := w.ProcessElement(ctx, 0, transforms.Totals{Rows: rows, Marks: []transforms.BucketMark{{Bucket: 0, Read: int64(len(rows)), Applied: int64(len(rows))}}}); err != nil {
 		return err
 	}
 	return w.FinishBundle(ctx)
@@ -280,6 +280,21 @@ func TestBalanceWriterGuard(t *testing.T) {
 	}
 	if w2.flushes != 2 {
 		t.Errorf("flushes = %d, want 2 (2 rows, then 1)", w2.flushes)
+	}
+	marks, err := (&Registry{Pool: pool}).ShardMarks(ctx, 2, 1)
+	if err != nil || len(marks) != 1 || marks[0] != (ShardMark{Shard: 0, Buckets: 1, Accounts: 3, Upserted: 3, RowsRead: 3, Applied: 3}) {
+		t.Errorf("shard marks %+v, %v", marks, err)
+	}
+	// Totals that lack a bucket's mark are refused before anything is written.
+	w := writer(t, dsn, 9, 100)
+	w.Buckets = 2
+	w.StartBundle(ctx)
+	err = w.ProcessElement(ctx, 1, transforms.Totals{Rows: []transforms.Total{{Account: "zz", Cents: 1}}, Marks: []transforms.BucketMark{{Bucket: 0}}})
+	if err == nil || !strings.Contains(err.Error(), "lack the marks of 1 of 2 dedup buckets ([1])") {
+		t.Fatalf("incomplete totals: %v", err)
+	}
+	if _, ok := accounts(t, pool)["zz"]; ok {
+		t.Error("incomplete shard written")
 	}
 	// The same batch again, with other values: the guard keeps what is there.
 	if err := write(t, writer(t, dsn, 2, 100), transforms.Total{Account: "a", Cents: 999, Count: 9}); err != nil {

@@ -57,6 +57,9 @@ func (t Tables) accounts() string { return ident(t.accountsName()).Sanitize() }
 func (t Tables) batches() string  { return t.sibling("batches").Sanitize() }
 func (t Tables) batchSeq() string { return t.sibling("batches_batch_id_seq").Sanitize() }
 func (t Tables) rejected() string { return t.sibling("rejected_rows").Sanitize() }
+func (t Tables) shardMarks() string {
+	return t.sibling("batch_shards").Sanitize()
+}
 
 // Every SQL statement of the sinks is built here, from the table names.
 // Values are always parameters.
@@ -93,6 +96,23 @@ func (t Tables) schemaSQL() []string {
 	raw_line    text NOT NULL,
 	PRIMARY KEY (batch_id, source_file, line_number)
 )`,
+		// One row per shard per run, written in the transaction that writes
+		// the shard's last rows: the proof that the run wrote the whole shard,
+		// with the counts of the dedup buckets that made it up.
+		`CREATE TABLE IF NOT EXISTS ` + t.shardMarks() + ` (
+	batch_id   bigint NOT NULL,
+	run        integer NOT NULL,
+	shard      integer NOT NULL,
+	buckets    integer NOT NULL,
+	accounts   bigint NOT NULL,
+	upserted   bigint NOT NULL,
+	stale      bigint NOT NULL,
+	rows_read  bigint NOT NULL,
+	applied    bigint NOT NULL,
+	duplicates bigint NOT NULL,
+	rejected   bigint NOT NULL,
+	PRIMARY KEY (batch_id, run, shard)
+)`,
 	}
 }
 
@@ -125,7 +145,7 @@ VALUES ($1, $2, $3, $4, $5, 'running')`
 func (t Tables) rerunBatchSQL() string {
 	return `UPDATE ` + t.batches() + ` SET runs = runs + 1,
 	status = CASE WHEN status = 'committed' THEN status ELSE 'running' END
-WHERE batch_id = $1`
+WHERE batch_id = $1 RETURNING runs`
 }
 
 func (t Tables) commitBatchSQL() string {
@@ -147,9 +167,10 @@ const (
 	stageRejects  = "bb_stage_rejects"
 )
 
-var stageBalanceColumns = []string{"account_id", "cents", "txn_count", "last_txn_at"}
+var stageBalanceColumns = []string{"shard", "account_id", "cents", "txn_count", "last_txn_at"}
 
 const createStageBalancesSQL = `CREATE TEMP TABLE IF NOT EXISTS ` + stageBalances + ` (
+	shard       integer NOT NULL,
 	account_id  text NOT NULL,
 	cents       bigint NOT NULL,
 	txn_count   bigint NOT NULL,
@@ -160,6 +181,7 @@ const createStageBalancesSQL = `CREATE TEMP TABLE IF NOT EXISTS ` + stageBalance
 // a newer batch than the one that last wrote the account. Rerunning a batch,
 // or running an older one after a newer one, changes nothing. Rows are taken
 // in account order so that concurrent writers lock rows in the same order.
+// It returns, per shard, the rows staged and the rows written.
 func (t Tables) mergeGuardedSQL() string {
 	return `WITH up AS (
 	INSERT INTO ` + t.accounts() + ` AS a (account_id, balance, batch_id, last_updated, txn_count, last_txn_at)
@@ -168,8 +190,21 @@ func (t Tables) mergeGuardedSQL() string {
 	SET balance = excluded.balance, batch_id = excluded.batch_id, last_updated = excluded.last_updated,
 	    txn_count = excluded.txn_count, last_txn_at = excluded.last_txn_at
 	WHERE excluded.batch_id > a.batch_id
-	RETURNING 1
-) SELECT count(*) FROM up`
+	RETURNING account_id
+) SELECT s.shard, count(*), count(up.account_id) FROM ` + stageBalances + ` s LEFT JOIN up USING (account_id) GROUP BY s.shard`
+}
+
+func (t Tables) insertShardMarkSQL() string {
+	return `INSERT INTO ` + t.shardMarks() + ` (batch_id, run, shard, buckets, accounts, upserted, stale, rows_read, applied, duplicates, rejected)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (batch_id, run, shard) DO UPDATE SET buckets = excluded.buckets, accounts = excluded.accounts,
+	upserted = excluded.upserted, stale = excluded.stale, rows_read = excluded.rows_read, applied = excluded.applied,
+	duplicates = excluded.duplicates, rejected = excluded.rejected`
+}
+
+func (t Tables) shardMarksSQL() string {
+	return `SELECT shard, buckets, accounts, upserted, stale, rows_read, applied, duplicates, rejected FROM ` + t.shardMarks() +
+		` WHERE batch_id = $1 AND run = $2 ORDER BY shard`
 }
 
 var stageRejectColumns = []string{"source_file", "line_number", "reason", "detail", "raw_line"}

@@ -44,9 +44,13 @@ func init() {
 type Target struct {
 	Conn   Connection
 	Tables Tables
-	// BatchID and PinnedAt come from the registry, once per batch.
+	// BatchID, Run and PinnedAt come from the registry, once per run.
 	BatchID  int64
+	Run      int
 	PinnedAt time.Time
+	// Buckets is the number of dedup buckets whose marks each shard's
+	// totals must carry before the shard is written.
+	Buckets int
 	// FlushRows bounds the rows of one flush (one database transaction).
 	FlushRows int
 	Retry     Retry
@@ -71,8 +75,8 @@ func (t Target) flushRows() int {
 func WriteBalances(s beam.Scope, totals beam.PCollection, t Target) {
 	s = s.Scope("WriteBalances")
 	beam.ParDo0(s, &BalanceWriterFn{
-		Conn: t.Conn, Tables: t.Tables, BatchID: t.BatchID, PinnedAtMicros: t.PinnedAt.UnixMicro(),
-		FlushRows: t.flushRows(), Retry: t.Retry, FailAfterFlushes: t.FailAfterFlushes,
+		Conn: t.Conn, Tables: t.Tables, BatchID: t.BatchID, Run: t.Run, PinnedAtMicros: t.PinnedAt.UnixMicro(),
+		Buckets: t.Buckets, FlushRows: t.flushRows(), Retry: t.Retry, FailAfterFlushes: t.FailAfterFlushes,
 	}, totals)
 }
 
@@ -89,19 +93,40 @@ func WriteRejects(s beam.Scope, rejects beam.PCollection, t Target) {
 // INSERT ... ON CONFLICT DO UPDATE ... WHERE excluded.batch_id > batch_id.
 // Transient errors retry the whole flush, which is safe because the merge
 // is idempotent for a batch.
+//
+// A shard is written only if its totals carry the marks of all Buckets
+// dedup buckets, and its mark row (batch_shards) is written in the same
+// transaction as its last rows: the driver accepts a run only when every
+// shard has its mark.
 type BalanceWriterFn struct {
 	Conn             Connection
 	Tables           Tables
 	BatchID          int64
+	Run              int
 	PinnedAtMicros   int64
+	Buckets          int
 	FlushRows        int
 	Retry            Retry
 	FailAfterFlushes int
 
 	pool    *pgxpool.Pool
-	buf     []transforms.Total
+	buf     []stagedRow
+	done    []shardDone       // shards whose rows are all buffered or written
+	stats   map[int32]*counts // per shard: rows staged and written so far
 	flushes int
 }
+
+type stagedRow struct {
+	shard int32
+	transforms.Total
+}
+
+type shardDone struct {
+	shard int32
+	sum   transforms.BucketMark
+}
+
+type counts struct{ staged, upserted int64 }
 
 // Setup opens the connection pool.
 func (w *BalanceWriterFn) Setup(ctx context.Context) error {
@@ -118,16 +143,27 @@ func (w *BalanceWriterFn) Setup(ctx context.Context) error {
 
 // StartBundle empties the buffer.
 func (w *BalanceWriterFn) StartBundle(ctx context.Context) error {
-	w.buf = w.buf[:0]
+	w.buf, w.done, w.stats = w.buf[:0], w.done[:0], map[int32]*counts{}
 	return nil
 }
 
-// ProcessElement buffers one shard's totals, flushing as the buffer fills.
+// ProcessElement checks that one shard's totals are complete, then buffers
+// them, flushing as the buffer fills.
 func (w *BalanceWriterFn) ProcessElement(ctx context.Context, shard int, totals transforms.Totals) error {
+	if missing := totals.MissingBuckets(w.Buckets); len(missing) > 0 {
+		return fmt.Errorf("shard %d of batch %d: the totals lack the marks of %d of %d dedup buckets (%v): part of the batch did not reach the sink, so nothing of this shard is written",
+			shard, w.BatchID, len(missing), w.Buckets, firstFew(missing))
+	}
+	if len(totals.Marks) != w.Buckets {
+		return fmt.Errorf("shard %d of batch %d: %d bucket marks for %d buckets", shard, w.BatchID, len(totals.Marks), w.Buckets)
+	}
+	w.stats[int32(shard)] = &counts{}
 	rows := totals.Rows
 	for len(rows) > 0 {
 		n := min(len(rows), w.FlushRows-len(w.buf))
-		w.buf = append(w.buf, rows[:n]...)
+		for _, r := range rows[:n] {
+			w.buf = append(w.buf, stagedRow{int32(shard), r})
+		}
 		rows = rows[n:]
 		if len(w.buf) >= w.FlushRows {
 			if err := w.flush(ctx); err != nil {
@@ -135,7 +171,15 @@ func (w *BalanceWriterFn) ProcessElement(ctx context.Context, shard int, totals 
 			}
 		}
 	}
+	w.done = append(w.done, shardDone{int32(shard), totals.Sum()})
 	return nil
+}
+
+func firstFew(xs []int) string {
+	if len(xs) > 10 {
+		return fmt.Sprintf("%v…", xs[:10])
+	}
+	return fmt.Sprint(xs)
 }
 
 // FinishBundle flushes what is left.
@@ -151,8 +195,10 @@ func (w *BalanceWriterFn) Teardown(ctx context.Context) error {
 	return nil
 }
 
+// flush writes the buffered rows and the marks of the shards that are done,
+// in one transaction.
 func (w *BalanceWriterFn) flush(ctx context.Context) error {
-	if len(w.buf) == 0 {
+	if len(w.buf) == 0 && len(w.done) == 0 {
 		return nil
 	}
 	if w.FailAfterFlushes > 0 && w.flushes >= w.FailAfterFlushes {
@@ -160,34 +206,67 @@ func (w *BalanceWriterFn) flush(ctx context.Context) error {
 	}
 	rows := w.buf
 	// Lock rows in one order in every writer: no deadlocks between writers.
-	slices.SortFunc(rows, func(a, b transforms.Total) int { return strings.Compare(a.Account, b.Account) })
+	slices.SortFunc(rows, func(a, b stagedRow) int { return strings.Compare(a.Account, b.Account) })
 	pinned := time.UnixMicro(w.PinnedAtMicros).UTC()
-	var upserted int64
+	var got map[int32]counts
 	err := w.Retry.do(ctx, fmt.Sprintf("write %d balances to %s (batch %d)", len(rows), w.Tables.Key(), w.BatchID), func() error {
+		got = map[int32]counts{}
 		return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, createStageBalancesSQL); err != nil {
-				return err
+			if len(rows) > 0 {
+				if _, err := tx.Exec(ctx, createStageBalancesSQL); err != nil {
+					return err
+				}
+				src := pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+					r := rows[i]
+					return []any{r.shard, r.Account, r.Cents, r.Count, time.UnixMicro(r.LatestMicros).UTC()}, nil
+				})
+				if _, err := tx.CopyFrom(ctx, pgx.Identifier{stageBalances}, stageBalanceColumns, src); err != nil {
+					return err
+				}
+				res, err := tx.Query(ctx, w.Tables.mergeGuardedSQL(), w.BatchID, pinned)
+				if err != nil {
+					return err
+				}
+				var shard int32
+				var c counts
+				if _, err := pgx.ForEachRow(res, []any{&shard, &c.staged, &c.upserted}, func() error {
+					got[shard] = c
+					return nil
+				}); err != nil {
+					return err
+				}
 			}
-			src := pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
-				r := rows[i]
-				return []any{r.Account, r.Cents, r.Count, time.UnixMicro(r.LatestMicros).UTC()}, nil
-			})
-			if _, err := tx.CopyFrom(ctx, pgx.Identifier{stageBalances}, stageBalanceColumns, src); err != nil {
-				return err
+			for _, d := range w.done {
+				st := w.stats[d.shard]
+				c := got[d.shard]
+				staged, upserted := st.staged+c.staged, st.upserted+c.upserted
+				if _, err := tx.Exec(ctx, w.Tables.insertShardMarkSQL(), w.BatchID, w.Run, d.shard, d.sum.Bucket,
+					staged, upserted, staged-upserted, d.sum.Read, d.sum.Applied, d.sum.Duplicates, d.sum.Rejected); err != nil {
+					return err
+				}
 			}
-			return tx.QueryRow(ctx, w.Tables.mergeGuardedSQL(), w.BatchID, pinned).Scan(&upserted)
+			return nil
 		})
 	})
 	if err != nil {
 		return err
 	}
+	var staged, upserted int64
+	for shard, c := range got {
+		if st := w.stats[shard]; st != nil {
+			st.staged += c.staged
+			st.upserted += c.upserted
+		}
+		staged += c.staged
+		upserted += c.upserted
+	}
 	w.flushes++
 	flushCount.Inc(ctx, 1)
-	accountsStaged.Inc(ctx, int64(len(rows)))
+	accountsStaged.Inc(ctx, staged)
 	rowsUpserted.Inc(ctx, upserted)
-	rowsStale.Inc(ctx, int64(len(rows))-upserted)
-	slog.Debug("flushed balances", "table", w.Tables.Key(), "batch", w.BatchID, "rows", len(rows), "upserted", upserted)
-	w.buf = w.buf[:0]
+	rowsStale.Inc(ctx, staged-upserted)
+	slog.Debug("flushed balances", "table", w.Tables.Key(), "batch", w.BatchID, "rows", len(rows), "upserted", upserted, "shards_done", len(w.done))
+	w.buf, w.done = w.buf[:0], w.done[:0]
 	return nil
 }
 

@@ -19,8 +19,9 @@ type Block struct {
 
 // Record kinds inside a Block.
 const (
-	kindTxn    byte = 1
-	kindReject byte = 2
+	kindTxn      byte = 1
+	kindReject   byte = 2
+	kindFileDone byte = 3
 )
 
 // Txn is one parsed transaction as carried through dedup. The file is an
@@ -69,6 +70,16 @@ func (b *Block) AppendReject(file int32, line int64, reason txnfile.Reason, deta
 	b.Data = appendBytes(d, txnfile.CutRaw(raw))
 }
 
+// AppendFileDone packs the end mark of a file: the file was read to its end
+// and matched its manifest entry, and rows of its rows went to this bucket.
+// Every bucket gets one from every file, after the file's last block for it,
+// so a bucket that lacks a file's mark did not receive all of its rows.
+func (b *Block) AppendFileDone(file int32, rows int64) {
+	d := append(b.Data, kindFileDone)
+	d = binary.AppendUvarint(d, uint64(file))
+	b.Data = binary.AppendUvarint(d, uint64(rows))
+}
+
 func appendBytes(d, s []byte) []byte {
 	d = binary.AppendUvarint(d, uint64(len(s)))
 	return append(d, s...)
@@ -77,10 +88,17 @@ func appendBytes(d, s []byte) []byte {
 // errCorrupt is returned for a block that does not decode.
 var errCorrupt = errors.New("corrupt block")
 
-// Each calls txn or reject, in order, for every record of the block. The
-// strings handed to the callbacks alias b.Data (which is never written once
-// built): clone any that must outlive the block.
-func (b Block) Each(txn func(Txn) error, reject func(Reject) error) error {
+// BlockVisitor receives the records of a block. The strings it is handed
+// alias the block's data (which is never written once built): clone any that
+// must outlive the block.
+type BlockVisitor struct {
+	Txn      func(Txn) error
+	Reject   func(Reject) error
+	FileDone func(file int32, rows int64) error
+}
+
+// Each calls the visitor for every record of the block, in order.
+func (b Block) Each(v BlockVisitor) error {
 	d := b.Data
 	for len(d) > 0 {
 		kind := d[0]
@@ -114,7 +132,7 @@ func (b Block) Each(txn func(Txn) error, reject func(Reject) error) error {
 			}
 			t.ID, t.Account, t.Raw = bytesString(id), bytesString(acct), bytesString(raw)
 			t.File, t.Line = int32(f), int64(l)
-			if err := txn(t); err != nil {
+			if err := v.Txn(t); err != nil {
 				return err
 			}
 		case kindReject:
@@ -139,7 +157,18 @@ func (b Block) Each(txn func(Txn) error, reject func(Reject) error) error {
 				return err
 			}
 			r.File, r.Line, r.Detail, r.Raw = int32(f), int64(l), bytesString(detail), bytesString(raw)
-			if err := reject(r); err != nil {
+			if err := v.Reject(r); err != nil {
+				return err
+			}
+		case kindFileDone:
+			var f, n uint64
+			if f, d, err = readUvarint(d); err != nil {
+				return err
+			}
+			if n, d, err = readUvarint(d); err != nil {
+				return err
+			}
+			if err := v.FileDone(int32(f), int64(n)); err != nil {
 				return err
 			}
 		default:
@@ -201,20 +230,44 @@ func (t *Total) Add(o Total) error {
 }
 
 // Totals is a list of account totals sorted by account, one entry an
-// account. It is the value combined per shard and handed to the sink.
+// account, and the marks of the dedup buckets that contributed to it. It is
+// the value combined per shard and handed to the sink, which writes a shard
+// only when the marks of every bucket are there: that proves no part of the
+// batch was lost on the way, whatever the runner did.
 type Totals struct {
-	Rows []Total
+	Rows  []Total
+	Marks []BucketMark // sorted by bucket, one per bucket
 }
 
-// EncodeTotals is the coder of Totals: a count, then each row packed.
+// BucketMark is the account of one dedup bucket: every bucket sends one to
+// every shard, so each shard's combined totals can show that all buckets, and
+// through them all files, made it.
+type BucketMark struct {
+	Bucket     int32
+	Read       int64 // rows read from the files for this bucket
+	Applied    int64 // distinct transactions summed
+	Duplicates int64 // exact copies collapsed
+	Rejected   int64 // rows rejected, at parse or as conflicting copies
+}
+
+// EncodeTotals is the coder of Totals: the rows, counted and packed, then
+// the marks.
 func EncodeTotals(t Totals) []byte {
-	d := make([]byte, 0, 8+len(t.Rows)*24)
+	d := make([]byte, 0, 16+len(t.Rows)*24+len(t.Marks)*12)
 	d = binary.AppendUvarint(d, uint64(len(t.Rows)))
 	for _, r := range t.Rows {
 		d = appendBytes(d, []byte(r.Account))
 		d = binary.AppendVarint(d, r.Cents)
 		d = binary.AppendVarint(d, r.Count)
 		d = binary.AppendVarint(d, r.LatestMicros)
+	}
+	d = binary.AppendUvarint(d, uint64(len(t.Marks)))
+	for _, m := range t.Marks {
+		d = binary.AppendUvarint(d, uint64(m.Bucket))
+		d = binary.AppendUvarint(d, uint64(m.Read))
+		d = binary.AppendUvarint(d, uint64(m.Applied))
+		d = binary.AppendUvarint(d, uint64(m.Duplicates))
+		d = binary.AppendUvarint(d, uint64(m.Rejected))
 	}
 	return d
 }
@@ -245,10 +298,62 @@ func DecodeTotals(d []byte) (Totals, error) {
 			return Totals{}, err
 		}
 	}
+	nm, d, err := readUvarint(d)
+	if err != nil {
+		return Totals{}, err
+	}
+	if nm > uint64(len(d)) {
+		return Totals{}, errCorrupt
+	}
+	var marks []BucketMark
+	if nm > 0 {
+		marks = make([]BucketMark, nm)
+	}
+	for i := range marks {
+		var v [5]uint64
+		for j := range v {
+			if v[j], d, err = readUvarint(d); err != nil {
+				return Totals{}, err
+			}
+		}
+		marks[i] = BucketMark{Bucket: int32(v[0]), Read: int64(v[1]), Applied: int64(v[2]), Duplicates: int64(v[3]), Rejected: int64(v[4])}
+	}
 	if len(d) != 0 {
 		return Totals{}, errCorrupt
 	}
-	return Totals{Rows: rows}, nil
+	if len(rows) == 0 {
+		rows = nil
+	}
+	return Totals{Rows: rows, Marks: marks}, nil
+}
+
+// Sum adds up the marks: the batch's row counts as far as these totals saw.
+func (t Totals) Sum() BucketMark {
+	var s BucketMark
+	for _, m := range t.Marks {
+		s.Read += m.Read
+		s.Applied += m.Applied
+		s.Duplicates += m.Duplicates
+		s.Rejected += m.Rejected
+	}
+	s.Bucket = int32(len(t.Marks))
+	return s
+}
+
+// MissingBuckets lists the buckets of [0, buckets) without a mark.
+func (t Totals) MissingBuckets(buckets int) []int {
+	var missing []int
+	i := 0
+	for b := 0; b < buckets; b++ {
+		for i < len(t.Marks) && int(t.Marks[i].Bucket) < b {
+			i++
+		}
+		if i < len(t.Marks) && int(t.Marks[i].Bucket) == b {
+			continue
+		}
+		missing = append(missing, b)
+	}
+	return missing
 }
 
 // EncodeBlock is the coder of Block.

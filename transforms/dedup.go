@@ -64,43 +64,71 @@ type DedupFn struct {
 	Files  []string
 }
 
-// ProcessElement dedups the transactions of one bucket and emits per-shard
-// account totals and the bucket's rejected rows.
+// ProcessElement dedups the transactions of one bucket. It first checks that
+// every file of the batch delivered its end mark to the bucket, so that a
+// bucket missing part of its rows fails instead of summing a partial set.
+// It emits, for every shard, the bucket's account totals of that shard with
+// the bucket's mark (even when the shard has no account from this bucket),
+// and the bucket's rejected rows.
 func (f *DedupFn) ProcessElement(ctx context.Context, bucket int, blocks func(*Block) bool,
 	emit func(int, Totals), reject func(RejectedRow)) error {
 	var txns []Txn
-	var b Block
-	for blocks(&b) {
-		err := b.Each(func(t Txn) error {
+	var rejects []RejectedRow
+	done := make([]bool, len(f.Files))
+	mark := BucketMark{Bucket: int32(bucket)}
+	visit := BlockVisitor{
+		Txn: func(t Txn) error {
 			txns = append(txns, t)
 			return nil
-		}, func(r Reject) error {
-			reject(f.rejected(r.File, r.Line, r.Reason, r.Detail, r.Raw))
+		},
+		Reject: func(r Reject) error {
+			rejects = append(rejects, f.rejected(r.File, r.Line, r.Reason, r.Detail, r.Raw))
 			return nil
-		})
-		if err != nil {
+		},
+		FileDone: func(file int32, rows int64) error {
+			if file < 0 || int(file) >= len(done) {
+				return fmt.Errorf("end mark of unknown file #%d", file)
+			}
+			done[file] = true
+			mark.Read += rows
+			return nil
+		},
+	}
+	var b Block
+	for blocks(&b) {
+		if err := b.Each(visit); err != nil {
 			return fmt.Errorf("dedup bucket %d: %w", bucket, err)
 		}
+	}
+	for i, ok := range done {
+		if !ok {
+			return fmt.Errorf("dedup bucket %d: no end mark from %s: the runner delivered only part of its rows", bucket, fileName(f.Files, int32(i)))
+		}
+	}
+	if got := int64(len(txns) + len(rejects)); got != mark.Read {
+		return fmt.Errorf("dedup bucket %d: %d rows arrived, the files' end marks say %d", bucket, got, mark.Read)
 	}
 	kept, dups, conflicts := DedupTxns(txns)
 	for _, group := range conflicts {
 		detail := conflictDetail(group, f.Files)
 		for _, t := range group {
-			reject(f.rejected(t.File, t.Line, txnfile.ReasonConflictingDuplicate, detail, t.Raw))
+			rejects = append(rejects, f.rejected(t.File, t.Line, txnfile.ReasonConflictingDuplicate, detail, t.Raw))
 		}
 	}
-	duplicates.Inc(ctx, int64(dups))
-	rowsApplied.Inc(ctx, int64(len(kept)))
-
 	totals, err := SumByAccount(kept)
 	if err != nil {
 		return err
 	}
-	for shard, part := range SplitByShard(totals, f.Shards) {
-		if len(part.Rows) > 0 {
-			emit(shard, part)
-		}
+	mark.Applied, mark.Duplicates, mark.Rejected = int64(len(kept)), int64(dups), int64(len(rejects))
+	for _, r := range rejects {
+		reject(r)
 	}
+	for shard, part := range SplitByShard(totals, f.Shards) {
+		part.Marks = []BucketMark{mark}
+		emit(shard, part)
+	}
+	duplicates.Inc(ctx, int64(dups))
+	rowsApplied.Inc(ctx, int64(len(kept)))
 	return nil
 }
 

@@ -43,7 +43,8 @@ type ParseConfig struct {
 // DefaultParseConfig is used for zero fields of a ParseConfig.
 var DefaultParseConfig = ParseConfig{Buckets: 64, BlockBytes: 512 << 10}
 
-func (c ParseConfig) withDefaults() ParseConfig {
+// WithDefaults fills zero fields from DefaultParseConfig.
+func (c ParseConfig) WithDefaults() ParseConfig {
 	if c.Buckets <= 0 {
 		c.Buckets = DefaultParseConfig.Buckets
 	}
@@ -85,7 +86,7 @@ func init() {
 // has been read and checked.
 func Parse(s beam.Scope, files beam.PCollection, cfg ParseConfig) beam.PCollection {
 	s = s.Scope("Parse")
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	// Spread the files over workers; each file is read by one of them.
 	files = beam.Reshuffle(s, files)
 	return beam.ParDo(s, &ParseFileFn{Buckets: cfg.Buckets, BlockBytes: cfg.BlockBytes}, files)
@@ -129,7 +130,8 @@ type ParseStats struct {
 
 // ParseStream parses one file's contents. It checks the contents against the
 // manifest entry (size and SHA-256) when the entry has them, and emits the
-// blocks in a deterministic order.
+// blocks in a deterministic order, ending with one block for every bucket
+// that carries the file's end mark.
 func ParseStream(r io.Reader, file FileSpec, buckets, blockBytes int, emit func(int, Block)) (ParseStats, error) {
 	var stats ParseStats
 	var h hash.Hash
@@ -155,6 +157,7 @@ func ParseStream(r io.Reader, file FileSpec, buckets, blockBytes int, emit func(
 		buckets = 1
 	}
 	blocks := make([]Block, buckets)
+	perBucket := make([]int64, buckets)
 	flush := func(b int) {
 		emit(b, blocks[b])
 		blocks[b] = Block{} // the emitted block is never written again
@@ -178,6 +181,7 @@ func ParseStream(r io.Reader, file FileSpec, buckets, blockBytes int, emit func(
 			b = DedupBucket(row.ID, buckets)
 			blocks[b].AppendTxn(row.ID, row.Account, row.Cents, row.AtMicros, file.Index, rec.Line, rec.Raw)
 		}
+		perBucket[b]++
 		if blocks[b].Len() >= blockBytes {
 			flush(b)
 		}
@@ -190,10 +194,10 @@ func ParseStream(r io.Reader, file FileSpec, buckets, blockBytes int, emit func(
 			return stats, fmt.Errorf("%s changed since its batch was registered: sha256 was %s, read %s", file.Path, file.SHA256, got)
 		}
 	}
+	// The file is whole: every bucket gets its end mark, after its rows.
 	for b := range blocks {
-		if blocks[b].Len() > 0 {
-			flush(b)
-		}
+		blocks[b].AppendFileDone(file.Index, perBucket[b])
+		flush(b)
 	}
 	return stats, nil
 }

@@ -1,6 +1,7 @@
 package transforms
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -33,37 +34,69 @@ func (fn SumTotalsFn) AddInput(acc, in Totals) (Totals, error) {
 }
 
 // MergeAccumulators merges two sorted lists, adding the totals of accounts
-// present in both.
+// present in both, and joins their bucket marks. A bucket mark in both means
+// the same bucket's output arrived twice, which would count its transactions
+// twice: that fails instead.
 func (SumTotalsFn) MergeAccumulators(a, b Totals) (Totals, error) {
-	if len(a.Rows) == 0 {
+	marks, err := mergeMarks(a.Marks, b.Marks)
+	if err != nil {
+		return Totals{}, err
+	}
+	rows, err := mergeRows(a.Rows, b.Rows)
+	if err != nil {
+		return Totals{}, err
+	}
+	return Totals{Rows: rows, Marks: marks}, nil
+}
+
+func mergeRows(a, b []Total) ([]Total, error) {
+	if len(a) == 0 {
 		return b, nil
 	}
-	if len(b.Rows) == 0 {
+	if len(b) == 0 {
 		return a, nil
 	}
-	out := make([]Total, 0, len(a.Rows)+len(b.Rows))
+	out := make([]Total, 0, len(a)+len(b))
 	i, j := 0, 0
-	for i < len(a.Rows) && j < len(b.Rows) {
-		switch c := strings.Compare(a.Rows[i].Account, b.Rows[j].Account); {
+	for i < len(a) && j < len(b) {
+		switch c := strings.Compare(a[i].Account, b[j].Account); {
 		case c < 0:
-			out = append(out, a.Rows[i])
+			out = append(out, a[i])
 			i++
 		case c > 0:
-			out = append(out, b.Rows[j])
+			out = append(out, b[j])
 			j++
 		default:
-			t := a.Rows[i]
-			if err := t.Add(b.Rows[j]); err != nil {
-				return Totals{}, err
+			t := a[i]
+			if err := t.Add(b[j]); err != nil {
+				return nil, err
 			}
 			out = append(out, t)
 			i++
 			j++
 		}
 	}
-	out = append(out, a.Rows[i:]...)
-	out = append(out, b.Rows[j:]...)
-	return Totals{Rows: out}, nil
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...), nil
+}
+
+func mergeMarks(a, b []BucketMark) ([]BucketMark, error) {
+	out := make([]BucketMark, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch {
+		case a[i].Bucket < b[j].Bucket:
+			out = append(out, a[i])
+			i++
+		case a[i].Bucket > b[j].Bucket:
+			out = append(out, b[j])
+			j++
+		default:
+			return nil, fmt.Errorf("dedup bucket %d delivered its totals twice: the runner duplicated data", a[i].Bucket)
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...), nil
 }
 
 // ExtractOutput returns the accumulator.

@@ -89,10 +89,18 @@ func TestBlockRoundTrip(t *testing.T) {
 	b.AppendTxn([]byte("t3"), []byte("ä"), math.MinInt64, -1, 0, 1, nil)
 	var txns []Txn
 	var rejects []Reject
+	b.AppendFileDone(3, 2)
+	var marks [][2]int64
 	dec := DecodeBlock(append([]byte(nil), EncodeBlock(b)...))
-	if err := dec.Each(func(t Txn) error { txns = append(txns, t); return nil },
-		func(r Reject) error { rejects = append(rejects, r); return nil }); err != nil {
+	if err := dec.Each(BlockVisitor{
+		Txn:      func(t Txn) error { txns = append(txns, t); return nil },
+		Reject:   func(r Reject) error { rejects = append(rejects, r); return nil },
+		FileDone: func(f int32, n int64) error { marks = append(marks, [2]int64{int64(f), n}); return nil },
+	}); err != nil {
 		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(marks, [][2]int64{{3, 2}}) {
+		t.Errorf("file marks %v", marks)
 	}
 	wantTxns := []Txn{
 		{ID: "t1", Account: "acc", Cents: -1250, AtMicros: 1733011200000000, File: 3, Line: 17, Raw: "t1,acc,-12.50,..."},
@@ -110,19 +118,23 @@ func TestBlockRoundTrip(t *testing.T) {
 	boundaries[prefix.Len()] = true
 	prefix.AppendReject(2, 9, txnfile.ReasonBadAmount, "amount \"x\"", []byte("t2,acc,x,..."))
 	boundaries[prefix.Len()] = true
+	prefix.AppendTxn([]byte("t3"), []byte("ä"), math.MinInt64, -1, 0, 1, nil)
+	boundaries[prefix.Len()] = true
+	nop := BlockVisitor{Txn: func(Txn) error { return nil }, Reject: func(Reject) error { return nil }, FileDone: func(int32, int64) error { return nil }}
 	for n := 1; n < len(b.Data); n++ {
-		err := Block{Data: b.Data[:n]}.Each(func(Txn) error { return nil }, func(Reject) error { return nil })
+		err := Block{Data: b.Data[:n]}.Each(nop)
 		if (err == nil) != boundaries[n] {
 			t.Errorf("block cut at %d of %d: err = %v", n, len(b.Data), err)
 		}
 	}
-	if err := (Block{Data: []byte{9}}).Each(nil, nil); err == nil {
+	if err := (Block{Data: []byte{9}}).Each(nop); err == nil {
 		t.Error("unknown record kind decoded")
 	}
 }
 
 func TestTotalsCoder(t *testing.T) {
-	in := Totals{Rows: []Total{{"a", 1, 1, 5}, {"b", math.MaxInt64, 7, -3}, {"ü", math.MinInt64, 1, 0}}}
+	in := Totals{Rows: []Total{{"a", 1, 1, 5}, {"b", math.MaxInt64, 7, -3}, {"ü", math.MinInt64, 1, 0}},
+		Marks: []BucketMark{{0, 10, 7, 2, 1}, {5, 0, 0, 0, 0}}}
 	out, err := DecodeTotals(EncodeTotals(in))
 	if err != nil || !reflect.DeepEqual(in, out) {
 		t.Errorf("round trip: %+v, %v", out, err)
@@ -131,8 +143,14 @@ func TestTotalsCoder(t *testing.T) {
 		t.Error("truncated totals decoded")
 	}
 	empty, err := DecodeTotals(EncodeTotals(Totals{}))
-	if err != nil || len(empty.Rows) != 0 {
+	if err != nil || len(empty.Rows) != 0 || len(empty.Marks) != 0 {
 		t.Errorf("empty: %+v, %v", empty, err)
+	}
+	if got := in.MissingBuckets(6); !reflect.DeepEqual(got, []int{1, 2, 3, 4}) {
+		t.Errorf("missing buckets %v", got)
+	}
+	if got := in.Sum(); got != (BucketMark{Bucket: 2, Read: 10, Applied: 7, Duplicates: 2, Rejected: 1}) {
+		t.Errorf("sum %+v", got)
 	}
 }
 
@@ -183,8 +201,8 @@ func TestDedupTxns(t *testing.T) {
 
 func TestSumTotals(t *testing.T) {
 	fn := SumTotalsFn{}
-	a := Totals{Rows: []Total{{"a", 100, 1, 10}, {"c", -5, 2, 30}}}
-	b := Totals{Rows: []Total{{"b", 7, 1, 5}, {"c", 5, 1, 40}}}
+	a := Totals{Rows: []Total{{"a", 100, 1, 10}, {"c", -5, 2, 30}}, Marks: []BucketMark{{Bucket: 2, Read: 3}}}
+	b := Totals{Rows: []Total{{"b", 7, 1, 5}, {"c", 5, 1, 40}}, Marks: []BucketMark{{Bucket: 0, Read: 2}}}
 	acc := fn.CreateAccumulator()
 	acc, err := fn.AddInput(acc, a)
 	if err != nil {
@@ -194,7 +212,8 @@ func TestSumTotals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Totals{Rows: []Total{{"a", 100, 1, 10}, {"b", 7, 1, 5}, {"c", 0, 3, 40}}}
+	want := Totals{Rows: []Total{{"a", 100, 1, 10}, {"b", 7, 1, 5}, {"c", 0, 3, 40}},
+		Marks: []BucketMark{{Bucket: 0, Read: 2}, {Bucket: 2, Read: 3}}}
 	if got := fn.ExtractOutput(acc); !reflect.DeepEqual(got, want) {
 		t.Errorf("sum = %+v, want %+v", got, want)
 	}
@@ -203,6 +222,10 @@ func TestSumTotals(t *testing.T) {
 	ba, _ := fn.MergeAccumulators(b, a)
 	if !reflect.DeepEqual(ab, ba) {
 		t.Errorf("a+b = %+v, b+a = %+v", ab, ba)
+	}
+	// The same bucket twice means data delivered twice: refused.
+	if _, err := fn.MergeAccumulators(a, a); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Errorf("duplicate bucket: %v", err)
 	}
 	// Overflow fails, naming the account, instead of wrapping.
 	big := Totals{Rows: []Total{{"rich", math.MaxInt64, 1, 0}}}
@@ -215,9 +238,9 @@ func TestParseStreamChangedFile(t *testing.T) {
 	data := "transaction_id,account_id,amount,timestamp\nt1,a,1.00,2026-12-01T00:00:00Z\n"
 	sum := sha256.Sum256([]byte(data))
 	good := FileSpec{Path: "f.csv", Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}
-	emitted := 0
-	if _, err := ParseStream(strings.NewReader(data), good, 4, 1<<20, func(int, Block) { emitted++ }); err != nil || emitted != 1 {
-		t.Fatalf("unchanged file: %v, %d blocks", err, emitted)
+	emitted := map[int]int{}
+	if _, err := ParseStream(strings.NewReader(data), good, 4, 1<<20, func(b int, _ Block) { emitted[b]++ }); err != nil || len(emitted) != 4 {
+		t.Fatalf("unchanged file: %v, blocks per bucket %v (every bucket gets the end mark)", err, emitted)
 	}
 	changed := strings.Replace(data, "1.00", "9.00", 1)
 	if _, err := ParseStream(strings.NewReader(changed), good, 4, 1<<20, func(int, Block) {}); err == nil || !strings.Contains(err.Error(), "changed since its batch was registered") {
@@ -360,5 +383,43 @@ func TestPipelineDeterministic(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+func TestDedupNeedsEveryFileMark(t *testing.T) {
+	fn := &DedupFn{Shards: 2, Files: []string{"a.csv", "b.csv"}}
+	var full, partial Block
+	full.AppendTxn([]byte("t1"), []byte("acc"), 100, 1, 0, 2, nil)
+	full.AppendFileDone(0, 1)
+	partial.AppendFileDone(1, 0)
+	run := func(blocks ...Block) ([]Totals, error) {
+		i := 0
+		var out []Totals
+		err := fn.ProcessElement(context.Background(), 7, func(b *Block) bool {
+			if i == len(blocks) {
+				return false
+			}
+			*b = blocks[i]
+			i++
+			return true
+		}, func(_ int, t Totals) { out = append(out, t) }, func(RejectedRow) {})
+		return out, err
+	}
+	out, err := run(full, partial)
+	if err != nil || len(out) != 2 {
+		t.Fatalf("complete bucket: %v, %d outputs (one per shard, even empty)", err, len(out))
+	}
+	for _, o := range out {
+		if len(o.Marks) != 1 || o.Marks[0] != (BucketMark{Bucket: 7, Read: 1, Applied: 1}) {
+			t.Errorf("mark %+v", o.Marks)
+		}
+	}
+	if _, err := run(full); err == nil || !strings.Contains(err.Error(), "no end mark from b.csv") {
+		t.Errorf("a file's mark missing: %v", err)
+	}
+	var short Block
+	short.AppendFileDone(0, 2) // says two rows, one arrives
+	if _, err := run(full, short, partial); err == nil {
+		t.Errorf("row count below the marks accepted")
 	}
 }

@@ -59,6 +59,7 @@ const DefaultShards = 4
 // Report is what a run did.
 type Report struct {
 	BatchID        int64     `json:"batch_id"`
+	Run            int       `json:"run"`
 	NewBatch       bool      `json:"new_batch"`
 	PreviousStatus string    `json:"previous_status,omitempty"`
 	PinnedAt       time.Time `json:"pinned_at"`
@@ -75,10 +76,7 @@ type Report struct {
 	Accounts         int64            `json:"accounts"`
 	RowsUpserted     int64            `json:"rows_upserted"`
 	RowsStale        int64            `json:"rows_skipped_stale"`
-	// MetricsMissing is set when the runner reported no metrics.
-	MetricsMissing bool `json:"metrics_missing,omitempty"`
-
-	Elapsed time.Duration `json:"elapsed_ns"`
+	Elapsed          time.Duration    `json:"elapsed_ns"`
 }
 
 // ErrTooManyRejects is returned (with a report) when a run rejected more
@@ -138,9 +136,10 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{
-		BatchID: batch.ID, NewBatch: batch.New, PreviousStatus: batch.PreviousStatus, PinnedAt: batch.PinnedAt,
+		BatchID: batch.ID, Run: batch.Run, NewBatch: batch.New, PreviousStatus: batch.PreviousStatus, PinnedAt: batch.PinnedAt,
 		Table: tables.Key(), Runner: opts.Runner, Shards: opts.Shards,
 	}
+	parse := opts.Parse.WithDefaults()
 	files := make([]transforms.FileSpec, len(m.Files))
 	for i, f := range m.Files {
 		files[i] = transforms.FileSpec{Index: int32(i), Path: f.Path, Size: f.Size, SHA256: f.SHA256}
@@ -151,20 +150,22 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	p, s := beam.NewPipelineWithRoot()
 	pipeline.Build(s, pipeline.Config{
 		Files:  files,
-		Parse:  opts.Parse,
+		Parse:  parse,
 		Shards: opts.Shards,
 		Target: sinks.Target{
 			Conn:             sinks.Connection{DSN: cleanDSN, PasswordFile: opts.PasswordFile, MaxConns: 2},
 			Tables:           tables,
 			BatchID:          batch.ID,
+			Run:              batch.Run,
 			PinnedAt:         batch.PinnedAt,
+			Buckets:          parse.Buckets,
 			FlushRows:        opts.FlushRows,
 			FailAfterFlushes: opts.FailAfterFlushes,
 		},
 	})
 
 	stop := progress(opts.Progress, start, batch.ID)
-	res, err := beam.Run(ctx, opts.Runner, p)
+	_, err = beam.Run(ctx, opts.Runner, p)
 	stop()
 	if err != nil {
 		err = fmt.Errorf("batch %d: pipeline failed: %w", batch.ID, err)
@@ -174,20 +175,15 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return nil, err
 	}
 
-	readCounters(rep, res)
-	byReason, err := reg.RejectCounts(ctx, batch.ID)
-	if err != nil {
+	// The report comes from the database, not from runner metrics.
+	if err := checkMarks(ctx, reg, rep, parse.Buckets); err != nil {
+		err = fmt.Errorf("batch %d: the runner reported success, but %w; the batch is not committed: run it again", batch.ID, err)
+		if ferr := reg.Fail(context.WithoutCancel(ctx), batch.ID, err); ferr != nil {
+			slog.Error("could not record the failure", "batch", batch.ID, "error", ferr)
+		}
 		return nil, err
 	}
-	rep.RejectedByReason = byReason
-	for _, n := range byReason {
-		rep.Rejected += n
-	}
 	rep.Elapsed = time.Since(start)
-	if !rep.MetricsMissing && rep.RowsRead != rep.RowsApplied+rep.Duplicates+rep.Rejected {
-		slog.Warn("row counts do not add up (runner metrics may count retried bundles twice)",
-			"read", rep.RowsRead, "applied", rep.RowsApplied, "duplicates", rep.Duplicates, "rejected", rep.Rejected)
-	}
 	if err := reg.Commit(ctx, batch.ID, rep); err != nil {
 		return nil, err
 	}
@@ -198,27 +194,58 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	return rep, nil
 }
 
-func readCounters(rep *Report, res beam.PipelineResult) {
-	if res == nil {
-		rep.MetricsMissing = true
-		return
+// checkMarks accepts a run only if every shard wrote its mark row in this
+// run, each mark saw every dedup bucket, the marks agree on the batch's row
+// counts, and every rejected row is stored. It fills the report's counts from
+// them: exact, whatever the runner's metrics say.
+func checkMarks(ctx context.Context, reg *sinks.Registry, rep *Report, buckets int) error {
+	marks, err := reg.ShardMarks(ctx, rep.BatchID, rep.Run)
+	if err != nil {
+		return err
 	}
-	sums := map[string]int64{}
-	seen := false
-	for _, c := range res.Metrics().AllMetrics().Counters() {
-		if c.Namespace() != transforms.MetricsNamespace {
-			continue
+	seen := make([]bool, rep.Shards)
+	for i, m := range marks {
+		if m.Shard < 0 || m.Shard >= rep.Shards {
+			return fmt.Errorf("a mark names shard %d of %d", m.Shard, rep.Shards)
 		}
-		sums[c.Name()] += c.Result()
-		seen = true
+		seen[m.Shard] = true
+		if m.Buckets != buckets {
+			return fmt.Errorf("shard %d saw %d of %d dedup buckets", m.Shard, m.Buckets, buckets)
+		}
+		if m.RowsRead != marks[0].RowsRead || m.Applied != marks[0].Applied || m.Duplicates != marks[0].Duplicates || m.Rejected != marks[0].Rejected {
+			return fmt.Errorf("shards %d and %d disagree on the batch's row counts", marks[0].Shard, marks[i].Shard)
+		}
+		rep.Accounts += m.Accounts
+		rep.RowsUpserted += m.Upserted
+		rep.RowsStale += m.Stale
 	}
-	rep.MetricsMissing = !seen
-	rep.RowsRead = sums[transforms.MetricRowsRead]
-	rep.RowsApplied = sums[transforms.MetricRowsApplied]
-	rep.Duplicates = sums[transforms.MetricDuplicates]
-	rep.Accounts = sums[sinks.MetricAccounts]
-	rep.RowsUpserted = sums[sinks.MetricRowsUpserted]
-	rep.RowsStale = sums[sinks.MetricRowsStale]
+	var missing []int
+	for s, ok := range seen {
+		if !ok {
+			missing = append(missing, s)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%d of %d shards (%v) have no mark of this run: their balances may not be written", len(missing), rep.Shards, missing)
+	}
+	m := marks[0]
+	rep.RowsRead, rep.RowsApplied, rep.Duplicates = m.RowsRead, m.Applied, m.Duplicates
+	if m.RowsRead != m.Applied+m.Duplicates+m.Rejected {
+		return fmt.Errorf("rows read %d != applied %d + duplicates %d + rejected %d", m.RowsRead, m.Applied, m.Duplicates, m.Rejected)
+	}
+	byReason, err := reg.RejectCounts(ctx, rep.BatchID)
+	if err != nil {
+		return err
+	}
+	rep.RejectedByReason = byReason
+	rep.Rejected = 0
+	for _, n := range byReason {
+		rep.Rejected += n
+	}
+	if rep.Rejected != m.Rejected {
+		return fmt.Errorf("%d rows were rejected but %d are stored in rejected_rows", m.Rejected, rep.Rejected)
+	}
+	return nil
 }
 
 // progress logs a line every interval until the returned func is called.

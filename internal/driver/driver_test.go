@@ -15,9 +15,11 @@ import (
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/balancebeam/balancebeam/internal/logs"
 	"github.com/balancebeam/balancebeam/internal/pgtest"
+	"github.com/balancebeam/balancebeam/sinks"
 	"github.com/balancebeam/balancebeam/transforms/txnfile"
 )
 
@@ -469,4 +471,53 @@ func TestThreshold(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, sb.String())
 		}
 	}
+}
+
+// TestCheckMarks: a run whose marks are missing or disagree, or whose
+// rejected rows are not all stored, is not accepted, whatever the runner said.
+func TestCheckMarks(t *testing.T) {
+	dsn := pgtest.New(t)
+	rep := run(t, "direct", dsn, Options{Inputs: []string{day1}})
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	pool, err := sinksPool(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	reg := &sinks.Registry{Pool: pool}
+	fresh := func() *Report { return &Report{BatchID: rep.BatchID, Run: rep.Run, Shards: rep.Shards} }
+	if err := checkMarks(ctx, reg, fresh(), 64); err != nil {
+		t.Fatalf("a good run: %v", err)
+	}
+	if err := checkMarks(ctx, reg, fresh(), 32); err == nil {
+		t.Error("marks of 64 buckets accepted for 32")
+	}
+	for _, tt := range []struct{ name, sql, want string }{
+		{"rejected row lost", "DELETE FROM rejected_rows WHERE line_number = 9 AND reason = 'bad_amount'", "are stored"},
+		{"counts disagree", "UPDATE batch_shards SET applied = applied + 1 WHERE shard = 2 AND run = $1", "disagree"},
+		{"shard mark missing", "DELETE FROM batch_shards WHERE shard = 1 AND run = $1", "have no mark"},
+	} {
+		// Each case on a fresh run of the batch, which writes its own marks
+		// and restores any rejected row.
+		r := run(t, "direct", dsn, Options{Inputs: []string{day1}})
+		args := []any{r.Run}
+		if !strings.Contains(tt.sql, "$1") {
+			args = nil
+		}
+		if _, err := conn.Exec(ctx, tt.sql, args...); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkMarks(ctx, reg, &Report{BatchID: r.BatchID, Run: r.Run, Shards: r.Shards}, 64); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v", tt.name, err)
+		}
+	}
+}
+
+func sinksPool(dsn string) (*pgxpool.Pool, error) {
+	return sinks.OpenPool(context.Background(), sinks.Connection{DSN: dsn})
 }

@@ -16,15 +16,11 @@ func (r *Report) WriteText(w io.Writer) {
 	} else if r.PreviousStatus != "" {
 		state = "reused, was " + r.PreviousStatus
 	}
-	fmt.Fprintf(w, "batch %d (%s), pinned at %s, table %s, runner %s, %d shards\n",
-		r.BatchID, state, r.PinnedAt.UTC().Format(time.RFC3339Nano), r.Table, r.Runner, r.Shards)
+	fmt.Fprintf(w, "batch %d (%s), run %d, pinned at %s, table %s, runner %s, %d shards\n",
+		r.BatchID, state, r.Run, r.PinnedAt.UTC().Format(time.RFC3339Nano), r.Table, r.Runner, r.Shards)
 	fmt.Fprintf(w, "  files     %d: %s\n", len(r.Files), strings.Join(r.Files, ", "))
-	if r.MetricsMissing {
-		fmt.Fprintf(w, "  rows      the runner reported no metrics; rejected %d\n", r.Rejected)
-	} else {
-		fmt.Fprintf(w, "  rows      read %d = applied %d + duplicates collapsed %d + rejected %d\n",
-			r.RowsRead, r.RowsApplied, r.Duplicates, r.Rejected)
-	}
+	fmt.Fprintf(w, "  rows      read %d = applied %d + duplicates collapsed %d + rejected %d\n",
+		r.RowsRead, r.RowsApplied, r.Duplicates, r.Rejected)
 	if len(r.RejectedByReason) > 0 {
 		reasons := make([]string, 0, len(r.RejectedByReason))
 		for reason := range r.RejectedByReason {
@@ -37,10 +33,8 @@ func (r *Report) WriteText(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  rejected  %s\n", strings.Join(parts, ", "))
 	}
-	if !r.MetricsMissing {
-		fmt.Fprintf(w, "  accounts  %d: %d upserted, %d skipped as stale (already at batch %d or newer)\n",
-			r.Accounts, r.RowsUpserted, r.RowsStale, r.BatchID)
-	}
+	fmt.Fprintf(w, "  accounts  %d: %d upserted, %d skipped as stale (already at batch %d or newer)\n",
+		r.Accounts, r.RowsUpserted, r.RowsStale, r.BatchID)
 	rate := ""
 	if secs := r.Elapsed.Seconds(); secs > 0 && r.RowsRead > 0 {
 		rate = fmt.Sprintf(" (%.0f rows/s)", float64(r.RowsRead)/secs)
