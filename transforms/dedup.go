@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -72,7 +73,16 @@ type DedupFn struct {
 // and the bucket's rejected rows.
 func (f *DedupFn) ProcessElement(ctx context.Context, bucket int, blocks func(*Block) bool,
 	emit func(int, Totals), reject func(RejectedRow)) error {
-	var txns []Txn
+	// The blocks are in memory already: gather them first, to size the
+	// transactions' slice once.
+	var all []Block
+	size := 0
+	var b Block
+	for blocks(&b) {
+		all = append(all, b)
+		size += b.Len()
+	}
+	txns := make([]Txn, 0, size/64+16)
 	var rejects []RejectedRow
 	done := make([]bool, len(f.Files))
 	mark := BucketMark{Bucket: int32(bucket)}
@@ -94,8 +104,7 @@ func (f *DedupFn) ProcessElement(ctx context.Context, bucket int, blocks func(*B
 			return nil
 		},
 	}
-	var b Block
-	for blocks(&b) {
+	for _, b := range all {
 		if err := b.Each(visit); err != nil {
 			return fmt.Errorf("dedup bucket %d: %w", bucket, err)
 		}
@@ -115,7 +124,7 @@ func (f *DedupFn) ProcessElement(ctx context.Context, bucket int, blocks func(*B
 			rejects = append(rejects, f.rejected(t.File, t.Line, txnfile.ReasonConflictingDuplicate, detail, t.Raw))
 		}
 	}
-	totals, err := SumByAccount(kept)
+	parts, err := SumByShard(kept, f.Shards)
 	if err != nil {
 		return err
 	}
@@ -123,7 +132,7 @@ func (f *DedupFn) ProcessElement(ctx context.Context, bucket int, blocks func(*B
 	for _, r := range rejects {
 		reject(r)
 	}
-	for shard, part := range SplitByShard(totals, f.Shards) {
+	for shard, part := range parts {
 		part.Marks = []BucketMark{mark}
 		emit(shard, part)
 	}
@@ -144,37 +153,65 @@ func fileName(files []string, i int32) string {
 	return fmt.Sprintf("file #%d", i)
 }
 
-// DedupTxns sorts txns by (transaction id, file, line) and splits them into
-// the transactions to apply (one per id), the number of exact copies
-// collapsed, and the groups of copies that conflict. Copies are equal when
-// their account, amount and time are equal.
+// DedupTxns splits txns into the transactions to apply (one per id: of
+// exact copies, the first by file and line), the number of exact copies
+// collapsed, and the groups of copies that conflict: every copy of an id
+// whose copies differ, sorted by file and line, the groups sorted by id.
+// Copies are equal when their account, amount and time are equal. It groups
+// by hashing, in one pass, so the result does not depend on the order of
+// txns; only kept's order does (the order of each id's first row). It
+// reuses txns' memory for kept.
 func DedupTxns(txns []Txn) (kept []Txn, dups int, conflicts [][]Txn) {
-	slices.SortFunc(txns, func(a, b Txn) int {
-		if c := strings.Compare(a.ID, b.ID); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.File, b.File); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Line, b.Line)
-	})
-	kept = txns[:0:0]
-	for i := 0; i < len(txns); {
-		j := i + 1
-		same := true
-		for j < len(txns) && txns[j].ID == txns[i].ID {
-			if txns[j].Account != txns[i].Account || txns[j].Cents != txns[i].Cents || txns[j].AtMicros != txns[i].AtMicros {
-				same = false
+	first := make(map[string]int32, len(txns))
+	// Every copy of the ids seen more than once (a few percent of them).
+	var repeated map[string][]Txn
+	kept = txns[:0] // written behind the reads
+	for _, t := range txns {
+		if i, ok := first[t.ID]; ok {
+			if repeated == nil {
+				repeated = map[string][]Txn{}
 			}
-			j++
+			g := repeated[t.ID]
+			if g == nil {
+				g = append(make([]Txn, 0, 2), kept[i])
+			}
+			repeated[t.ID] = append(g, t)
+			continue
 		}
+		first[t.ID] = int32(len(kept))
+		kept = append(kept, t)
+	}
+	if len(repeated) == 0 {
+		return kept, 0, nil
+	}
+	drop := false
+	for _, id := range slices.Sorted(maps.Keys(repeated)) {
+		g := repeated[id]
+		slices.SortFunc(g, func(a, b Txn) int {
+			if c := cmp.Compare(a.File, b.File); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.Line, b.Line)
+		})
+		same := true
+		for _, t := range g[1:] {
+			if t.Account != g[0].Account || t.Cents != g[0].Cents || t.AtMicros != g[0].AtMicros {
+				same = false
+				break
+			}
+		}
+		i := first[id]
 		if same {
-			kept = append(kept, txns[i])
-			dups += j - i - 1
-		} else {
-			conflicts = append(conflicts, txns[i:j])
+			kept[i] = g[0]
+			dups += len(g) - 1
+			continue
 		}
-		i = j
+		conflicts = append(conflicts, g)
+		kept[i].ID = "" // dropped below; valid ids are never empty
+		drop = true
+	}
+	if drop {
+		kept = slices.DeleteFunc(kept, func(t Txn) bool { return t.ID == "" })
 	}
 	return kept, dups, conflicts
 }
@@ -192,23 +229,50 @@ func conflictDetail(group []Txn, files []string) string {
 	return b.String()
 }
 
-// SumByAccount folds transactions into per-account totals sorted by account.
-// Account strings are copied, so the totals hold no reference to the blocks.
-func SumByAccount(txns []Txn) ([]Total, error) {
-	slices.SortFunc(txns, func(a, b Txn) int { return strings.Compare(a.Account, b.Account) })
-	var out []Total
+// SumByShard folds transactions into per-account totals, split by the
+// accounts' shards, each part sorted by account. The account strings of a
+// part are copied into one buffer of its own, so the totals hold no
+// reference to the blocks the transactions were read from.
+func SumByShard(txns []Txn, shards int) ([]Totals, error) {
+	if shards < 1 {
+		shards = 1
+	}
+	type at struct{ shard, pos int32 }
+	index := make(map[string]at, len(txns))
+	parts := make([]Totals, shards)
+	for s := range parts {
+		parts[s].Rows = make([]Total, 0, len(txns)/shards+len(txns)/(4*shards)+8)
+	}
 	for _, t := range txns {
 		in := Total{Account: t.Account, Cents: t.Cents, Count: 1, LatestMicros: t.AtMicros}
-		if n := len(out); n > 0 && out[n-1].Account == t.Account {
-			if err := out[n-1].Add(in); err != nil {
+		if a, ok := index[t.Account]; ok {
+			if err := parts[a.shard].Rows[a.pos].Add(in); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		in.Account = strings.Clone(in.Account)
-		out = append(out, in)
+		s := int32(Shard(t.Account, shards))
+		index[t.Account] = at{s, int32(len(parts[s].Rows))}
+		parts[s].Rows = append(parts[s].Rows, in)
 	}
-	return out, nil
+	for s := range parts {
+		rows := parts[s].Rows
+		slices.SortFunc(rows, func(a, b Total) int { return strings.Compare(a.Account, b.Account) })
+		n := 0
+		for _, r := range rows {
+			n += len(r.Account)
+		}
+		buf := make([]byte, 0, n)
+		for i, r := range rows {
+			off := len(buf)
+			buf = append(buf, r.Account...)
+			rows[i].Account = bytesString(buf[off:len(buf):len(buf)])
+		}
+		if len(rows) == 0 {
+			parts[s].Rows = nil
+		}
+	}
+	return parts, nil
 }
 
 // SplitByShard partitions sorted totals by Shard, keeping each part sorted.

@@ -165,12 +165,15 @@ func TestDedupTxns(t *testing.T) {
 		dups      int
 		conflicts [][]string
 	}{
-		{"distinct", []Txn{txn("b", "x", 1, 0, 2), txn("a", "x", 1, 0, 1)}, []string{"a@0:1", "b@0:2"}, 0, nil},
+		{"distinct, in the order of their first rows", []Txn{txn("b", "x", 1, 0, 2), txn("a", "x", 1, 0, 1)}, []string{"b@0:2", "a@0:1"}, 0, nil},
 		{"exact copies collapse to the first by file and line",
 			[]Txn{txn("a", "x", 1, 1, 5), txn("a", "x", 1, 0, 9), txn("a", "x", 1, 1, 2)}, []string{"a@0:9"}, 2, nil},
 		{"copies that differ are all rejected, whatever the order",
 			[]Txn{txn("a", "x", 2, 1, 1), txn("a", "x", 1, 0, 1), txn("a", "x", 1, 2, 1), txn("b", "y", 1, 0, 2)},
 			[]string{"b@0:2"}, 0, [][]string{{"a@0:1", "a@1:1", "a@2:1"}}},
+		{"groups sorted by id, copies by file and line",
+			[]Txn{txn("z", "x", 1, 0, 5), txn("y", "x", 1, 1, 1), txn("z", "x", 2, 0, 3), txn("y", "x", 3, 0, 7), txn("w", "x", 1, 0, 1)},
+			[]string{"w@0:1"}, 0, [][]string{{"y@0:7", "y@1:1"}, {"z@0:3", "z@0:5"}}},
 		{"a different account is a conflict", []Txn{txn("a", "x", 1, 0, 1), txn("a", "y", 1, 0, 2)},
 			nil, 0, [][]string{{"a@0:1", "a@0:2"}}},
 		{"a different time is a conflict", []Txn{txn("a", "x", 1, 0, 1), {ID: "a", Account: "x", Cents: 1, AtMicros: 2, Line: 2}},

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -63,6 +64,8 @@ var (
 	logLevel     = flag.String("log_level", "info", "debug, info, warn or error")
 	jsonReport   = flag.Bool("json", false, "print the run report as JSON")
 	progressInt  = flag.Duration("progress", 10*time.Second, "log progress at this interval while the pipeline runs (0: never)")
+	cpuProfile   = flag.String("cpuprofile", "", "write a CPU profile of the run to this file (in-process runners: direct, Prism)")
+	memProfile   = flag.String("memprofile", "", "write a heap profile (allocations) at the end of the run to this file")
 )
 
 func init() {
@@ -80,7 +83,7 @@ Usage:
 Flags of balancebeam (Beam's own flags, such as --runner, are accepted too):
 `)
 	for _, name := range []string{"input", "database", "database_password_file", "table", "shards", "batch_id",
-		"max_rejects", "flush_rows", "dedup_buckets", "state_dir", "json", "progress", "log_level", "runner"} {
+		"max_rejects", "flush_rows", "dedup_buckets", "state_dir", "json", "progress", "log_level", "cpuprofile", "memprofile", "runner"} {
 		if f := flag.Lookup(name); f != nil {
 			fmt.Fprintf(out, "  --%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
 		}
@@ -161,6 +164,12 @@ func runCmd(args []string) int {
 	if runner == "" {
 		runner = "prism"
 	}
+	stopProfiles, err := startProfiles(*cpuProfile, *memProfile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "balancebeam:", err)
+		return exitUsage
+	}
+	defer stopProfiles()
 	rep, err := driver.Run(ctx, driver.Options{
 		Inputs:       inputs,
 		DSN:          dsn,
@@ -193,6 +202,40 @@ func runCmd(args []string) int {
 		slog.Error("run failed", "error", err)
 		return exitFailed
 	}
+}
+
+// startProfiles starts the CPU profile and returns what writes both
+// profiles at the end of the run.
+func startProfiles(cpu, mem string) (func(), error) {
+	var cpuFile *os.File
+	if cpu != "" {
+		f, err := os.Create(cpu)
+		if err != nil {
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
+		}
+		cpuFile = f
+	}
+	return func() {
+		if cpuFile != nil {
+			pprof.StopCPUProfile()
+			cpuFile.Close()
+		}
+		if mem != "" {
+			f, err := os.Create(mem)
+			if err != nil {
+				slog.Error("--memprofile", "error", err)
+				return
+			}
+			defer f.Close()
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				slog.Error("--memprofile", "error", err)
+			}
+		}
+	}, nil
 }
 
 func dbCmd(args []string) int {

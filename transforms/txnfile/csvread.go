@@ -50,6 +50,7 @@ type CSVReader struct {
 	rec      []byte
 	fields   [][]byte
 	unquoted []byte
+	plain    Record // the record Next returns on its fast path, reused
 }
 
 type physLine struct {
@@ -136,7 +137,8 @@ func trimCR(b []byte) []byte {
 }
 
 // Next returns the next record, or io.EOF after the last one. Other errors
-// are I/O errors of the underlying stream.
+// are I/O errors of the underlying stream. The record, like its slices, is
+// valid only until the next call to Next.
 func (c *CSVReader) Next() (*Record, error) {
 	for {
 		first, err := c.readLine()
@@ -153,7 +155,8 @@ func (c *CSVReader) Next() (*Record, error) {
 		}
 		if bytes.IndexByte(text, '"') < 0 {
 			// Fast path: no quotes, one physical line, fields split on commas.
-			return &Record{Line: first.no, Raw: text, Fields: c.splitPlain(text)}, nil
+			c.plain = Record{Line: first.no, Raw: text, Fields: c.splitPlain(text)}
+			return &c.plain, nil
 		}
 		return c.quotedRecord(first)
 	}
