@@ -42,6 +42,13 @@ type DedupConfig struct {
 	// Files are the batch's file paths, by manifest index, to name the source
 	// of rejected rows.
 	Files []string
+	// Ledger makes Dedup emit the transactions themselves (Totals.Entries)
+	// instead of their sums, for the ledger mode's sink.
+	Ledger bool
+	// SplitAccounts is a fault for tests and chaos experiments: a broken
+	// partitioner that sends each account's transactions to two shards
+	// (its own and the next, by transaction id). Never set by the command line.
+	SplitAccounts bool
 }
 
 // Dedup groups the parsed blocks by bucket and, within each, collapses exact
@@ -56,13 +63,15 @@ func Dedup(s beam.Scope, blocks beam.PCollection, cfg DedupConfig) (totals, reje
 	if shards < 1 {
 		shards = 1
 	}
-	return beam.ParDo2(s, &DedupFn{Shards: shards, Files: cfg.Files}, grouped)
+	return beam.ParDo2(s, &DedupFn{Shards: shards, Files: cfg.Files, Ledger: cfg.Ledger, SplitAccounts: cfg.SplitAccounts}, grouped)
 }
 
 // DedupFn deduplicates one bucket of transactions.
 type DedupFn struct {
-	Shards int
-	Files  []string
+	Shards        int
+	Files         []string
+	Ledger        bool
+	SplitAccounts bool
 }
 
 // ProcessElement dedups the transactions of one bucket. It first checks that
@@ -124,7 +133,7 @@ func (f *DedupFn) ProcessElement(ctx context.Context, bucket int, blocks func(*B
 			rejects = append(rejects, f.rejected(t.File, t.Line, txnfile.ReasonConflictingDuplicate, detail, t.Raw))
 		}
 	}
-	parts, err := SumByShard(kept, f.Shards)
+	parts, err := f.byShard(kept)
 	if err != nil {
 		return err
 	}
@@ -229,58 +238,79 @@ func conflictDetail(group []Txn, files []string) string {
 	return b.String()
 }
 
-// SumByShard folds transactions into per-account totals, split by the
-// accounts' shards, each part sorted by account. The account strings of a
-// part are copied into one buffer of its own, so the totals hold no
-// reference to the blocks the transactions were read from.
-func SumByShard(txns []Txn, shards int) ([]Totals, error) {
-	if shards < 1 {
-		shards = 1
+// SumByAccount folds transactions into per-account totals sorted by account.
+// It sums through a map and sorts only the accounts, not the transactions.
+// The account strings are copied into one buffer of the result's own, so
+// the totals hold no reference to the blocks.
+func SumByAccount(txns []Txn) ([]Total, error) {
+	if len(txns) == 0 {
+		return nil, nil
 	}
-	type at struct{ shard, pos int32 }
-	index := make(map[string]at, len(txns))
-	parts := make([]Totals, shards)
-	for s := range parts {
-		parts[s].Rows = make([]Total, 0, len(txns)/shards+len(txns)/(4*shards)+8)
-	}
+	index := make(map[string]int32, len(txns))
+	out := make([]Total, 0, len(txns))
 	for _, t := range txns {
 		in := Total{Account: t.Account, Cents: t.Cents, Count: 1, LatestMicros: t.AtMicros}
-		if a, ok := index[t.Account]; ok {
-			if err := parts[a.shard].Rows[a.pos].Add(in); err != nil {
+		if i, ok := index[t.Account]; ok {
+			if err := out[i].Add(in); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		s := int32(Shard(t.Account, shards))
-		index[t.Account] = at{s, int32(len(parts[s].Rows))}
-		parts[s].Rows = append(parts[s].Rows, in)
+		index[t.Account] = int32(len(out))
+		out = append(out, in)
 	}
-	for s := range parts {
-		rows := parts[s].Rows
-		slices.SortFunc(rows, func(a, b Total) int { return strings.Compare(a.Account, b.Account) })
-		n := 0
-		for _, r := range rows {
-			n += len(r.Account)
-		}
-		buf := make([]byte, 0, n)
-		for i, r := range rows {
-			off := len(buf)
-			buf = append(buf, r.Account...)
-			rows[i].Account = bytesString(buf[off:len(buf):len(buf)])
-		}
-		if len(rows) == 0 {
-			parts[s].Rows = nil
-		}
+	slices.SortFunc(out, func(a, b Total) int { return strings.Compare(a.Account, b.Account) })
+	n := 0
+	for _, r := range out {
+		n += len(r.Account)
 	}
-	return parts, nil
+	buf := make([]byte, 0, n) // never grows: the strings below stay valid
+	for i, r := range out {
+		off := len(buf)
+		buf = append(buf, r.Account...)
+		out[i].Account = bytesString(buf[off:])
+	}
+	return out, nil
 }
 
-// SplitByShard partitions sorted totals by Shard, keeping each part sorted.
-func SplitByShard(totals []Total, shards int) []Totals {
-	parts := make([]Totals, shards)
-	for _, t := range totals {
-		s := Shard(t.Account, shards)
-		parts[s].Rows = append(parts[s].Rows, t)
+// shardOf is the shard that writes a transaction: its account's shard, or
+// with the SplitAccounts fault, one of two shards chosen by transaction id.
+func (f *DedupFn) shardOf(t Txn) int {
+	s := Shard(t.Account, f.Shards)
+	if f.SplitAccounts && f.Shards > 1 {
+		s = (s + int(FNV1a64(t.ID)%2)) % f.Shards
 	}
-	return parts
+	return s
+}
+
+// byShard splits the bucket's transactions by shard and, per shard, sums
+// them per account, or in ledger mode lists them sorted by account and id.
+func (f *DedupFn) byShard(kept []Txn) ([]Totals, error) {
+	perShard := make([][]Txn, f.Shards)
+	for s := range perShard {
+		perShard[s] = make([]Txn, 0, len(kept)/f.Shards+len(kept)/(4*f.Shards)+8)
+	}
+	for _, t := range kept {
+		s := f.shardOf(t)
+		perShard[s] = append(perShard[s], t)
+	}
+	parts := make([]Totals, f.Shards)
+	for s, txns := range perShard {
+		if f.Ledger {
+			entries := make([]Entry, len(txns))
+			for i, t := range txns {
+				entries[i] = Entry{ID: strings.Clone(t.ID), Account: strings.Clone(t.Account), Cents: t.Cents,
+					AtMicros: t.AtMicros, File: t.File, Line: t.Line}
+			}
+			slices.SortFunc(entries, compareEntries)
+			parts[s].Entries = entries
+			continue
+		}
+		rows, err := SumByAccount(txns)
+		if err != nil {
+			return nil, err
+		}
+		parts[s].Rows = rows
+	}
+	return parts, nil
 }

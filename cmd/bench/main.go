@@ -167,7 +167,7 @@ func benchSize(ctx context.Context, o options, pg *localpg.Cluster, rows int64) 
 	slog.Info("benchmarking", "rows", rows, "configurations", len(cfgs), "runs", o.runs)
 	byName := map[string]*configResult{}
 	for _, c := range cfgs {
-		cr := &configResult{Name: c.name, Label: c.label, Kind: c.kind}
+		cr := &configResult{Name: c.name, Label: c.label, Kind: c.kind, Mode: c.mode}
 		byName[c.name] = cr
 		size.Configs = append(size.Configs, cr)
 	}
@@ -258,7 +258,8 @@ func readSummary(dir string) (*txgen.Summary, error) {
 // config is one benchmarked configuration.
 type config struct {
 	name, label string
-	kind        string // "baseline", "balancebeam", "naive", "sink"
+	kind        string // "baseline", "balancebeam", "rerun", "naive", "sink"
+	mode        string // balancebeam's --mode
 	// after names the configuration whose database this one reruns in.
 	after string
 	args  func(e *runEnv, dsn string) (prog string, args []string)
@@ -266,14 +267,14 @@ type config struct {
 
 func configurations(o options) []config {
 	input := func(e *runEnv) string { return filepath.Join(e.data, "*.csv") }
-	bb := func(runner string, extra ...string) func(*runEnv, string) (string, []string) {
+	bb := func(runner, mode string) func(*runEnv, string) (string, []string) {
 		return func(e *runEnv, dsn string) (string, []string) {
-			args := []string{"--input", input(e), "--database", dsn, "--runner=" + runner, "--progress=0",
+			args := []string{"--input", input(e), "--database", dsn, "--runner=" + runner, "--mode=" + mode, "--progress=0",
 				"--max_rejects=5%", "--json", "--log_level=warn"}
 			if o.flushRows > 0 {
 				args = append(args, "--flush_rows", strconv.Itoa(o.flushRows))
 			}
-			return filepath.Join(e.o.bin, "balancebeam"), append(args, extra...)
+			return filepath.Join(e.o.bin, "balancebeam"), args
 		}
 	}
 	all := []config{
@@ -281,22 +282,36 @@ func configurations(o options) []config {
 			args: func(e *runEnv, dsn string) (string, []string) {
 				return filepath.Join(e.o.bin, "bench-baseline"), []string{"--input", input(e), "--database", dsn}
 			}},
-		{name: "direct", label: "balancebeam, direct runner", kind: "balancebeam", args: bb("direct")},
-		{name: "rerun", label: "balancebeam, direct runner, rerun of the committed batch", kind: "rerun", after: "direct", args: bb("direct")},
-		{name: "prism", label: "balancebeam, Prism", kind: "balancebeam", args: bb("prism")},
+		{name: "direct", label: "balancebeam, direct runner (snapshot mode)", kind: "balancebeam", mode: "snapshot", args: bb("direct", "snapshot")},
+		{name: "rerun", label: "  rerun of that committed batch", kind: "rerun", mode: "snapshot", after: "direct", args: bb("direct", "snapshot")},
+		{name: "prism", label: "balancebeam, Prism (snapshot mode)", kind: "balancebeam", mode: "snapshot", args: bb("prism", "snapshot")},
+		{name: "lww", label: "balancebeam, direct runner, lww mode (unguarded merge)", kind: "balancebeam", mode: "lww", args: bb("direct", "lww")},
+		{name: "ledger", label: "balancebeam, direct runner, ledger mode", kind: "balancebeam", mode: "ledger", args: bb("direct", "ledger")},
+		{name: "ledger-rerun", label: "  rerun of that committed batch (ledger)", kind: "rerun", mode: "ledger", after: "ledger", args: bb("direct", "ledger")},
 		{name: "naive", label: "naive sink (one upsert round trip per account), direct runner", kind: "naive",
 			args: func(e *runEnv, dsn string) (string, []string) {
 				return filepath.Join(e.o.bin, "bench-peer"), []string{"naive", "--input", input(e), "--database", dsn, "--runner=direct"}
 			}},
-		{name: "sink-guarded", label: "sink alone: balancebeam's guarded COPY + merge", kind: "sink", args: sinkArgs("guarded")},
-		{name: "sink-naive", label: "sink alone: naive upsert per account", kind: "sink", args: sinkArgs("naive")},
+		{name: "sink-guarded", label: "balancebeam's writer, snapshot mode: COPY + guarded merge", kind: "sink", args: sinkArgs("guarded")},
+		{name: "sink-lww", label: "balancebeam's writer, lww mode: COPY + unguarded merge", kind: "sink", args: sinkArgs("lww")},
+		{name: "sink-naive", label: "naive: one upsert round trip per account", kind: "sink", args: sinkArgs("naive")},
 	}
 	if len(o.only) == 0 {
 		return all
 	}
+	// The baseline always runs; a rerun brings the run it reruns.
+	want := map[string]bool{"baseline": true}
+	for _, c := range all {
+		if slices.Contains(o.only, c.name) {
+			want[c.name] = true
+			if c.after != "" {
+				want[c.after] = true
+			}
+		}
+	}
 	var out []config
 	for _, c := range all {
-		if c.name == "baseline" || slices.Contains(o.only, c.name) || c.after != "" && slices.Contains(o.only, c.after) && slices.Contains(o.only, c.name) {
+		if want[c.name] {
 			out = append(out, c)
 		}
 	}

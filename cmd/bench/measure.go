@@ -132,13 +132,16 @@ func (e *runEnv) check(ctx context.Context, conn *pgx.Conn, c config, out []byte
 	switch c.kind {
 	case "balancebeam", "rerun":
 		var rep struct {
-			RowsRead     int64 `json:"rows_read"`
-			RowsApplied  int64 `json:"rows_applied"`
-			Duplicates   int64 `json:"duplicates_collapsed"`
-			Rejected     int64 `json:"rows_rejected"`
-			Accounts     int64 `json:"accounts"`
-			RowsUpserted int64 `json:"rows_upserted"`
-			Run          int   `json:"run"`
+			RowsRead       int64  `json:"rows_read"`
+			RowsApplied    int64  `json:"rows_applied"`
+			Duplicates     int64  `json:"duplicates_collapsed"`
+			Rejected       int64  `json:"rows_rejected"`
+			Accounts       int64  `json:"accounts"`
+			RowsUpserted   int64  `json:"rows_upserted"`
+			Run            int    `json:"run"`
+			Mode           string `json:"mode"`
+			LedgerInserted int64  `json:"ledger_inserted"`
+			LedgerKnown    int64  `json:"ledger_known"`
 		}
 		if err := json.Unmarshal(out, &rep); err != nil {
 			return fmt.Errorf("report: %w: %q", err, truncate(out))
@@ -150,8 +153,18 @@ func (e *runEnv) check(ctx context.Context, conn *pgx.Conn, c config, out []byte
 		if c.kind == "rerun" {
 			wantWritten, wantRun = 0, 2
 		}
-		if rep.RowsUpserted != wantWritten || m.RowsWritten != wantWritten || rep.Run != wantRun {
-			return fmt.Errorf("run %d wrote %d rows (report: %d upserted), want run %d writing %d", rep.Run, m.RowsWritten, rep.RowsUpserted, wantRun, wantWritten)
+		if rep.RowsUpserted != wantWritten || m.RowsWritten != wantWritten || rep.Run != wantRun || rep.Mode != c.mode {
+			return fmt.Errorf("run %d in %s mode wrote %d rows (report: %d upserted), want run %d in %s mode writing %d",
+				rep.Run, rep.Mode, m.RowsWritten, rep.RowsUpserted, wantRun, c.mode, wantWritten)
+		}
+		if c.mode == "ledger" {
+			wantNew, wantKnown := want.Applied, int64(0)
+			if c.kind == "rerun" {
+				wantNew, wantKnown = 0, want.Applied
+			}
+			if rep.LedgerInserted != wantNew || rep.LedgerKnown != wantKnown {
+				return fmt.Errorf("ledger: %d transactions inserted, %d known; want %d and %d", rep.LedgerInserted, rep.LedgerKnown, wantNew, wantKnown)
+			}
 		}
 	case "sink":
 		var rep struct {

@@ -9,11 +9,12 @@
 // writer, with an upsert guarded like balancebeam's merge), and one INSERT
 // per rejected row.
 //
-//	peer sink --sink=guarded|naive --expected /tmp/in/expected/batch.csv --database postgres://...
+//	peer sink --sink=guarded|lww|naive --expected /tmp/in/expected/batch.csv --database postgres://...
 //
 // times the sinks alone: it loads the account totals a batch produces (the
 // expected balances txgen writes) and hands them, split by shard as the
-// pipeline would, to balancebeam's balance writer or to the naive one,
+// pipeline would, to balancebeam's balance writer (snapshot mode, guarded, or
+// lww mode, unguarded, at the same batching) or to the naive one,
 // outside any runner. It prints a JSON line with the write's seconds.
 package main
 
@@ -56,7 +57,7 @@ var (
 	pinnedAt  = flag.String("pinned_at", "2026-12-02T06:00:00Z", "the batch's pinned timestamp (RFC 3339)")
 	shards    = flag.Int("shards", 4, "shards")
 	expected  = flag.String("expected", "", "expected balances CSV from txgen (sink)")
-	sinkKind  = flag.String("sink", "guarded", "guarded (balancebeam's balance writer) or naive (sink)")
+	sinkKind  = flag.String("sink", "guarded", "guarded (balancebeam's writer, snapshot mode), lww (its writer, unguarded) or naive (sink)")
 	flushRows = flag.Int("flush_rows", sinks.DefaultFlushRows, "rows per flush of balancebeam's writer (sink)")
 )
 
@@ -96,7 +97,11 @@ func ensureSchema(ctx context.Context) error {
 		return err
 	}
 	defer pool.Close()
-	return sinks.EnsureSchema(ctx, pool, sinks.Tables{Accounts: *table})
+	mode := sinks.ModeSnapshot
+	if *sinkKind == "lww" {
+		mode = sinks.ModeLWW
+	}
+	return sinks.EnsureSchema(ctx, pool, sinks.Tables{Accounts: *table}, mode)
 }
 
 // naive runs balancebeam's composites with the naive sinks.
@@ -297,15 +302,24 @@ func sinkOnly(ctx context.Context, pinned time.Time) error {
 	}
 	var w balanceWriter
 	switch *sinkKind {
-	case "guarded":
+	case "guarded", "lww":
+		mode := sinks.ModeSnapshot
+		if *sinkKind == "lww" {
+			mode = sinks.ModeLWW
+		}
 		w = &sinks.BalanceWriterFn{Conn: sinks.Connection{DSN: *database, MaxConns: 2}, Tables: sinks.Tables{Accounts: *table},
-			BatchID: *batchID, Run: 1, PinnedAtMicros: pinned.UnixMicro(), Buckets: 1, FlushRows: *flushRows}
+			Mode: mode, BatchID: *batchID, Run: 1, PinnedAtMicros: pinned.UnixMicro(), Buckets: 1, FlushRows: *flushRows}
 	case "naive":
 		w = &NaiveBalanceFn{DSN: *database, Table: *table, BatchID: *batchID, PinnedAtMicros: pinned.UnixMicro()}
 	default:
-		return fmt.Errorf("unknown --sink %q (want guarded or naive)", *sinkKind)
+		return fmt.Errorf("unknown --sink %q (want guarded, lww or naive)", *sinkKind)
 	}
-	parts := transforms.SplitByShard(totals, *shards)
+	// Split by shard as Dedup does; each part stays sorted.
+	parts := make([]transforms.Totals, *shards)
+	for _, t := range totals {
+		s := transforms.Shard(t.Account, *shards)
+		parts[s].Rows = append(parts[s].Rows, t)
+	}
 	start := time.Now()
 	if err := w.Setup(ctx); err != nil {
 		return err
