@@ -270,6 +270,29 @@ func (t Tables) mergeGuardedSQL() string {
 ) SELECT count(*) FROM up`
 }
 
+// mergeGuardedRerunSQL is mergeGuardedSQL for a run of a batch that ran
+// before, where most accounts are already at this batch: the same merge and
+// guard, with the accounts the guard would skip left out first by an index
+// probe each, so that they are neither locked nor touched (ON CONFLICT DO
+// UPDATE locks the conflicting row even when its WHERE fails). The probe is
+// a correlated subquery rather than NOT EXISTS, which the planner would turn
+// into a hash anti-join reading the whole accounts table on every flush.
+// The guard stays: what the probe lets through is still written only by a
+// newer batch, so concurrent writers remain safe.
+func (t Tables) mergeGuardedRerunSQL() string {
+	return `WITH up AS (
+	INSERT INTO ` + t.accounts() + ` AS a (account_id, balance, batch_id, last_updated, txn_count, last_txn_at)
+	SELECT s.account_id, s.cents * 0.01, $1, $2, s.txn_count, s.last_txn_at FROM ` + stageBalances + ` s
+	WHERE coalesce((SELECT o.batch_id FROM ` + t.accounts() + ` o WHERE o.account_id = s.account_id), -1) < $1
+	ORDER BY s.account_id
+	ON CONFLICT (account_id) DO UPDATE
+	SET balance = excluded.balance, batch_id = excluded.batch_id, last_updated = excluded.last_updated,
+	    txn_count = excluded.txn_count, last_txn_at = excluded.last_txn_at
+	WHERE excluded.batch_id > a.batch_id
+	RETURNING 1
+) SELECT count(*) FROM up`
+}
+
 // mergeUnguardedSQL is the lww merge: the snapshot merge without its guard.
 // The last write wins, whichever batch it comes from.
 func (t Tables) mergeUnguardedSQL() string {
