@@ -93,7 +93,12 @@ func openFile(ctx context.Context, file FileSpec) (io.ReadCloser, error) {
 	}
 	r, err := client.Bucket(bucket).Object(name).Generation(file.Generation).NewReader(ctx)
 	if errors.Is(err, storage.ErrObjectNotExist) {
-		client.Close()
+		defer client.Close()
+		if live == 0 {
+			if a, aerr := client.Bucket(bucket).Object(name).Attrs(ctx); aerr == nil {
+				live = a.Generation
+			}
+		}
 		now := "has been deleted"
 		if live != 0 {
 			now = fmt.Sprintf("is generation %d now", live)
@@ -115,7 +120,8 @@ func openFile(ctx context.Context, file FileSpec) (io.ReadCloser, error) {
 
 // beamAddresses reports whether Beam's GCS filesystem, which parses the path
 // as a URL, finds the same object (it would not for a name with "#", "?" or
-// "%" in it).
+// "%" in it). If it found another object, the generation check would catch
+// it; this only spares the request.
 func beamAddresses(path, bucket, name string) bool {
 	b, n, err := gcsx.ParseObject(path)
 	return err == nil && b == bucket && n == name

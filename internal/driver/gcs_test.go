@@ -190,6 +190,24 @@ func TestGCS(t *testing.T) {
 				}
 			})
 
+			t.Run("an object deleted between the manifest and the read fails, writing nothing", func(t *testing.T) {
+				emu := gcstest.Start(t)
+				emu.Bucket("ledger", false)
+				objs := putDay1(t, emu, "ledger")
+				emu.BeforeFullRead("ledger", "day1/a.csv", func() {
+					if err := emu.Client.Bucket("ledger").Object("day1/a.csv").Delete(context.Background()); err != nil {
+						t.Error(err)
+					}
+				})
+				dsn := pgtest.New(t)
+				_, err := Run(context.Background(), Options{Inputs: []string{day1GS}, Runner: runner, DSN: dsn, Clock: clock(t), MaxRejects: Threshold{Count: 3}})
+				wantError(t, err, "gs://ledger/day1/a.csv changed since its batch was registered: it was generation "+gen(objs["a.csv"])+
+					" when the batch was registered and has been deleted")
+				if rows := dump(t, dsn, "accounts"); len(rows) != 0 {
+					t.Errorf("accounts written by the failed run: %v", rows)
+				}
+			})
+
 			t.Run("in a versioned bucket the read takes the registered generation", func(t *testing.T) {
 				emu := gcstest.Start(t)
 				emu.Bucket("ledger", true)
@@ -225,6 +243,31 @@ func TestGCS(t *testing.T) {
 					"registered generation "+gen(objs["b.csv"])+", which is still the live one")
 				if rows := dump(t, dsn, "accounts"); len(rows) != 0 {
 					t.Errorf("accounts written by the failed run: %v", rows)
+				}
+			})
+
+			t.Run("object names Beam's filesystem cannot address are read all the same", func(t *testing.T) {
+				emu := gcstest.Start(t)
+				emu.Bucket("ledger", false)
+				// Beam's GCS filesystem parses paths as URLs: "#" starts a
+				// fragment, "?" a query, "%20" is decoded to a space.
+				for name, from := range map[string]string{"odd/a #1.csv": "day1/a.csv", "odd/b?%20.csv": "day1/b.csv"} {
+					data, err := os.ReadFile(filepath.Join("../../testdata", from))
+					if err != nil {
+						t.Fatal(err)
+					}
+					emu.Put(t, "ledger", name, data)
+				}
+				// What those names would be taken for.
+				emu.Put(t, "ledger", "odd/a ", []byte("transaction_id,account_id,amount,timestamp\nx,acc-alice,1000.00,2026-12-01T00:00:00Z\n"))
+				emu.Put(t, "ledger", "odd/b", []byte("transaction_id,account_id,amount,timestamp\nx,acc-alice,1000.00,2026-12-01T00:00:00Z\n"))
+				dsn := pgtest.New(t)
+				rep := run(t, runner, dsn, Options{Inputs: []string{"gs://ledger/odd/*.csv"}})
+				if got, want := balances(dump(t, dsn, "accounts")), expected(t, "day1.csv"); !reflect.DeepEqual(got, want) {
+					t.Errorf("balances\n got %v\nwant %v", got, want)
+				}
+				if want := []string{"gs://ledger/odd/a #1.csv", "gs://ledger/odd/b?%20.csv"}; !reflect.DeepEqual(rep.Files, want) {
+					t.Errorf("files %v, want %v", rep.Files, want)
 				}
 			})
 
