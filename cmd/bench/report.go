@@ -388,7 +388,7 @@ func (r *results) targets() []target {
 			}
 			ts = append(ts, target{name: fmt.Sprintf("our sink at least 10x the naive sink (%s rows)", human(s.Rows)),
 				measured: fmt.Sprintf("sink alone %.1fx (%s vs %s accounts/s)%s", x, rate(s.Summary.Accounts, g.InnerSeconds), rate(s.Summary.Accounts, n.InnerSeconds), e2e),
-				met: x >= 10})
+				met:      x >= 10})
 		}
 	}
 	for _, s := range r.Sizes {
@@ -400,7 +400,7 @@ func (r *results) targets() []target {
 			x := again.Seconds / first.Seconds
 			ts = append(ts, target{name: fmt.Sprintf("rerun at most 0.6x of the first run, writing 0 rows (%s mode, %s rows)", first.Mode, human(s.Rows)),
 				measured: fmt.Sprintf("%.2fx (%.2f s / %.2f s), %d rows written", x, again.Seconds, first.Seconds, again.RowsWritten),
-				met: x <= 0.6 && again.RowsWritten == 0})
+				met:      x <= 0.6 && again.RowsWritten == 0})
 		}
 	}
 	return ts
