@@ -127,10 +127,16 @@ func (f *DedupFn) ProcessElement(ctx context.Context, bucket int, blocks func(*B
 		return fmt.Errorf("dedup bucket %d: %d rows arrived, the files' end marks say %d", bucket, got, mark.Read)
 	}
 	kept, dups, conflicts := DedupTxns(txns)
+	raws := &rawReader{files: f.Files}
+	defer raws.close()
 	for _, group := range conflicts {
 		detail := conflictDetail(group, f.Files)
 		for _, t := range group {
-			rejects = append(rejects, f.rejected(t.File, t.Line, txnfile.ReasonConflictingDuplicate, detail, t.Raw))
+			raw, err := raws.read(t)
+			if err != nil {
+				return fmt.Errorf("dedup bucket %d: %w", bucket, err)
+			}
+			rejects = append(rejects, f.rejected(t.File, t.Line, txnfile.ReasonConflictingDuplicate, detail, raw))
 		}
 	}
 	parts, err := f.byShard(kept)

@@ -35,6 +35,12 @@ type FileSpec struct {
 	Generation int64
 	// CRC32C is a GCS object's CRC32C (base64, as GCS reports it).
 	CRC32C string
+	// RawInFile says that Path is a local file the dedup stage can read
+	// again: a plain row then leaves its raw text in the file, as an
+	// offset and a length, instead of carrying it through the shuffle. The
+	// text is only needed should the row turn out to be a conflicting
+	// duplicate; it is more than half of a row's bytes.
+	RawInFile bool
 }
 
 // ErrChanged is returned (wrapped) when what the reader read is not what the
@@ -205,7 +211,12 @@ func ParseStream(r io.Reader, file FileSpec, buckets, blockBytes int, emit func(
 			blocks[b].AppendReject(file.Index, rec.Line, reason, detail, rec.Raw)
 		} else {
 			b = DedupBucket(row.ID, buckets)
-			blocks[b].AppendTxn(row.ID, row.Account, row.Cents, row.AtMicros, file.Index, rec.Line, rec.Raw)
+			if file.RawInFile && rec.Offset >= 0 {
+				blocks[b].AppendTxnRef(row.ID, row.Account, row.Cents, row.AtMicros, file.Index, rec.Line,
+					rec.Offset, int64(len(txnfile.CutRaw(rec.Raw))))
+			} else {
+				blocks[b].AppendTxn(row.ID, row.Account, row.Cents, row.AtMicros, file.Index, rec.Line, rec.Raw)
+			}
 		}
 		perBucket[b]++
 		if blocks[b].Len() >= blockBytes {

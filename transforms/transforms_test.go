@@ -457,3 +457,67 @@ func TestDedupNeedsEveryFileMark(t *testing.T) {
 		t.Errorf("row count below the marks accepted")
 	}
 }
+
+// TestRawInFile checks that rows of a local file leave their raw text in it
+// (the blocks carry an offset instead) and that the conflicting copies'
+// rejected rows get the exact text back, with a changed file refused.
+func TestRawInFile(t *testing.T) {
+	dir := t.TempDir()
+	data := "transaction_id,account_id,amount,timestamp\r\nt1,a,1.00,2026-12-01T00:00:00Z\r\nt2,b,2.00,2026-12-01T00:00:00Z\r\n\"t1\",a,1.50,2026-12-01T00:00:00Z\r\nt1,a,1.75,2026-12-01T00:00:00Z\r\n"
+	path := filepath.Join(dir, "f.csv")
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	parse := func(rawInFile bool) ([]Block, int) {
+		var blocks []Block
+		size := 0
+		if _, err := ParseStream(strings.NewReader(data), FileSpec{Path: path, RawInFile: rawInFile}, 1, 1<<20, func(_ int, b Block) {
+			blocks = append(blocks, b)
+			size += b.Len()
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return blocks, size
+	}
+	inline, inlineSize := parse(false)
+	refs, refsSize := parse(true)
+	if refsSize >= inlineSize-60 {
+		t.Errorf("blocks with raw text in the file: %d bytes, inline: %d", refsSize, inlineSize)
+	}
+	dedup := func(blocks []Block) ([]RejectedRow, error) {
+		fn := &DedupFn{Shards: 1, Files: []string{path}}
+		var rejects []RejectedRow
+		i := 0
+		err := fn.ProcessElement(context.Background(), 0, func(b *Block) bool {
+			if i == len(blocks) {
+				return false
+			}
+			*b = blocks[i]
+			i++
+			return true
+		}, func(int, Totals) {}, func(r RejectedRow) { rejects = append(rejects, r) })
+		slices.SortFunc(rejects, func(a, b RejectedRow) int { return int(a.Line - b.Line) })
+		return rejects, err
+	}
+	want, err := dedup(inline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := dedup(refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != 3 || !reflect.DeepEqual(got, want) {
+		t.Fatalf("rejected rows with the text in the file:\n %+v\nwant (inline)\n %+v", got, want)
+	}
+	if got[0].Raw != "t1,a,1.00,2026-12-01T00:00:00Z" || got[1].Raw != `"t1",a,1.50,2026-12-01T00:00:00Z` {
+		t.Errorf("raw texts %q, %q", got[0].Raw, got[1].Raw)
+	}
+	// The file changed under the run: refused, not a wrong text.
+	if err := os.WriteFile(path, []byte(strings.Replace(data, "t1,a,1.00", "t9,z,1.00", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dedup(refs); !errors.Is(err, ErrChanged) {
+		t.Errorf("changed file: %v", err)
+	}
+}

@@ -31,6 +31,10 @@ type Record struct {
 	// fields; Detail says more.
 	Problem Reason
 	Detail  string
+	// Offset, for a record on one physical line without quotes, is the byte
+	// offset of Raw in the input: Raw is exactly the input's bytes there.
+	// It is -1 for other records.
+	Offset int64
 }
 
 // CSVReader reads RFC 4180 records from a stream, one at a time, with the
@@ -44,6 +48,7 @@ type Record struct {
 type CSVReader struct {
 	r        *bufio.Reader
 	lineNo   int64
+	pos      int64 // bytes consumed from the input
 	started  bool
 	eof      bool
 	replay   []physLine // lines to read again after a broken quoted record
@@ -55,6 +60,7 @@ type CSVReader struct {
 
 type physLine struct {
 	no      int64
+	off     int64  // byte offset of text in the input
 	text    []byte // without LF; may end in CR
 	lf      bool   // whether the line was terminated by LF
 	tooLong bool   // longer than MaxLineBytes; text is cut to MaxRawBytes
@@ -78,12 +84,15 @@ func (c *CSVReader) readLine() (physLine, error) {
 	}
 	c.lineNo++
 	no := c.lineNo
+	off := c.pos
 	line, err := c.r.ReadSlice('\n')
+	c.pos += int64(len(line))
 	if err == bufio.ErrBufferFull {
 		// A long line: gather it up to MaxLineBytes, then discard the rest.
 		buf := append([]byte(nil), line...)
 		for err == bufio.ErrBufferFull {
 			line, err = c.r.ReadSlice('\n')
+			c.pos += int64(len(line))
 			if len(buf) <= MaxLineBytes {
 				buf = append(buf, line...)
 			}
@@ -95,7 +104,7 @@ func (c *CSVReader) readLine() (physLine, error) {
 				return physLine{}, err
 			}
 			c.started = true
-			return physLine{no: no, text: CutRaw(buf), lf: err == nil, tooLong: true}, nil
+			return physLine{no: no, off: off, text: CutRaw(buf), lf: err == nil, tooLong: true}, nil
 		}
 		line = buf
 	}
@@ -114,9 +123,11 @@ func (c *CSVReader) readLine() (physLine, error) {
 	}
 	if !c.started {
 		c.started = true
-		line = bytes.TrimPrefix(line, utf8BOM)
+		if bytes.HasPrefix(line, utf8BOM) {
+			line, off = line[len(utf8BOM):], off+int64(len(utf8BOM))
+		}
 	}
-	return physLine{no: no, text: line, lf: lf}, nil
+	return physLine{no: no, off: off, text: line, lf: lf}, nil
 }
 
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
@@ -147,7 +158,7 @@ func (c *CSVReader) Next() (*Record, error) {
 		}
 		if first.tooLong {
 			return &Record{Line: first.no, Raw: first.text, Problem: ReasonLineTooLong,
-				Detail: fmt.Sprintf("line is longer than %d bytes", MaxLineBytes)}, nil
+				Detail: fmt.Sprintf("line is longer than %d bytes", MaxLineBytes), Offset: -1}, nil
 		}
 		text := trimCR(first.text)
 		if len(text) == 0 {
@@ -155,7 +166,7 @@ func (c *CSVReader) Next() (*Record, error) {
 		}
 		if bytes.IndexByte(text, '"') < 0 {
 			// Fast path: no quotes, one physical line, fields split on commas.
-			c.plain = Record{Line: first.no, Raw: text, Fields: c.splitPlain(text)}
+			c.plain = Record{Line: first.no, Raw: text, Fields: c.splitPlain(text), Offset: first.off}
 			return &c.plain, nil
 		}
 		return c.quotedRecord(first)
@@ -195,9 +206,9 @@ func (c *CSVReader) quotedRecord(first physLine) (*Record, error) {
 		if next.tooLong || len(c.rec)+1+len(next.text) > MaxRecordBytes {
 			c.replayAfter(taken, &next)
 			return &Record{Line: first.no, Raw: CutRaw(trimCR(c.rec[:firstLen])), Problem: ReasonMalformedCSV,
-				Detail: fmt.Sprintf("quoted field opened on this line is still open after %d bytes", MaxRecordBytes)}, nil
+				Detail: fmt.Sprintf("quoted field opened on this line is still open after %d bytes", MaxRecordBytes), Offset: -1}, nil
 		}
-		taken = append(taken, physLine{no: next.no, text: append([]byte(nil), next.text...), lf: next.lf})
+		taken = append(taken, physLine{no: next.no, off: next.off, text: append([]byte(nil), next.text...), lf: next.lf})
 		c.rec = append(c.rec, '\n')
 		c.rec = append(c.rec, next.text...)
 		lastLF = next.lf
@@ -206,14 +217,14 @@ func (c *CSVReader) quotedRecord(first physLine) (*Record, error) {
 	if open {
 		c.replayAfter(taken, nil)
 		return &Record{Line: first.no, Raw: CutRaw(trimCR(c.rec[:firstLen])), Problem: ReasonMalformedCSV,
-			Detail: "quoted field is not closed before the end of the file"}, nil
+			Detail: "quoted field is not closed before the end of the file", Offset: -1}, nil
 	}
 	rec := trimCR(c.rec)
 	fields, err := c.splitQuoted(rec)
 	if err != nil {
-		return &Record{Line: first.no, Raw: CutRaw(rec), Problem: ReasonMalformedCSV, Detail: err.Error()}, nil
+		return &Record{Line: first.no, Raw: CutRaw(rec), Problem: ReasonMalformedCSV, Detail: err.Error(), Offset: -1}, nil
 	}
-	return &Record{Line: first.no, Raw: rec, Fields: fields}, nil
+	return &Record{Line: first.no, Raw: rec, Fields: fields, Offset: -1}, nil
 }
 
 // quoteOpenAfter follows RFC 4180 quoting through one physical line, which
