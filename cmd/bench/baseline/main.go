@@ -60,6 +60,7 @@ type first struct {
 	cents    int64
 	atMicros int64
 	loc      loc
+	raw      [2]int // the raw text in the arena
 	conflict bool
 }
 
@@ -94,58 +95,66 @@ type result struct {
 	rejects                      []reject
 }
 
-func expand(patterns []string) ([]string, error) {
+func expand(patterns []string) ([]string, int64, error) {
 	seen := map[string]bool{}
 	var files []string
+	var size int64
 	for _, p := range patterns {
 		if p = strings.TrimSpace(p); p == "" {
 			continue
 		}
 		m, err := filepath.Glob(p)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if len(m) == 0 {
-			return nil, fmt.Errorf("input %q matches no file", p)
+			return nil, 0, fmt.Errorf("input %q matches no file", p)
 		}
 		for _, f := range m {
 			abs, err := filepath.Abs(f)
 			if err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 			if !seen[abs] {
+				st, err := os.Stat(abs)
+				if err != nil {
+					return nil, 0, err
+				}
 				seen[abs] = true
 				files = append(files, abs)
+				size += st.Size()
 			}
 		}
 	}
 	slices.Sort(files)
-	return files, nil
+	return files, size, nil
 }
 
 func run(ctx context.Context, patterns []string, dsn, table string, batchID int64, pinned time.Time) (*result, error) {
-	files, err := expand(patterns)
+	files, size, err := expand(patterns)
 	if err != nil {
 		return nil, err
 	}
 	res := &result{}
-	firsts := map[string]*first{}
-	// Every row of an id seen more than once, with its raw text, in case
-	// its copies turn out to differ (they are all rejected then).
+	// Sized once, from the input's size: rows are about 50 bytes.
+	estimate := int(size/50) + 16
+	index := make(map[string]int32, estimate) // transaction id -> firsts
+	firsts := make([]first, 0, estimate)
+	// Every row of an id seen more than once, with its raw text, in case its
+	// copies turn out to differ (they are all rejected then).
 	copies := map[string][]copyOf{}
 	// Raw text of the first copy of every id, in one arena.
-	var arena []byte
-	rawAt := map[string][2]int{}
+	arena := make([]byte, 0, size)
 	accounts := map[string]string{} // interned account ids
 	for fi, path := range files {
 		if err := parseFile(path, int32(fi), res, func(id, account []byte, cents, at int64, l loc, raw []byte) {
-			if f, ok := firsts[string(id)]; ok {
+			if i, ok := index[string(id)]; ok {
+				f := &firsts[i]
 				sid := string(id)
 				if len(copies[sid]) == 0 {
-					off := rawAt[sid]
-					copies[sid] = append(copies[sid], copyOf{f.loc, string(arena[off[0]:off[1]])})
+					copies[sid] = append(copies[sid], copyOf{f.loc, string(arena[f.raw[0]:f.raw[1]])})
 				}
-				copies[sid] = append(copies[sid], copyOf{l, string(raw)})
+				copies[sid] = append(copies[sid], copyOf{l, string(txnfile.CutRaw(raw))})
 				if f.account != string(account) || f.cents != cents || f.atMicros != at {
 					f.conflict = true
 				}
@@ -156,41 +165,46 @@ func run(ctx context.Context, patterns []string, dsn, table string, batchID int6
 				acct = string(account)
 				accounts[acct] = acct
 			}
-			sid := string(id)
-			firsts[sid] = &first{account: acct, cents: cents, atMicros: at, loc: l}
 			off := len(arena)
 			arena = append(arena, txnfile.CutRaw(raw)...)
-			rawAt[sid] = [2]int{off, len(arena)}
+			index[string(id)] = int32(len(firsts))
+			firsts = append(firsts, first{account: acct, cents: cents, atMicros: at, loc: l, raw: [2]int{off, len(arena)}})
 		}); err != nil {
 			return nil, err
 		}
 	}
 
-	byAccount := map[string]*total{}
-	for id, f := range firsts {
-		if f.conflict {
-			group := copies[id]
-			slices.SortFunc(group, func(a, b copyOf) int {
-				if c := cmp.Compare(a.file, b.file); c != 0 {
-					return c
-				}
-				return cmp.Compare(a.line, b.line)
-			})
-			detail := fmt.Sprintf("transaction_id %q has %d copies that differ", txnfile.Truncate(id, 64), len(group))
-			for _, c := range group {
-				res.rejects = append(res.rejects, reject{files[c.file], c.line, txnfile.ReasonConflictingDuplicate.Code(), detail, c.raw})
+	for id, group := range copies {
+		if !firsts[index[id]].conflict {
+			res.dups += int64(len(group) - 1)
+			continue
+		}
+		slices.SortFunc(group, func(a, b copyOf) int {
+			if c := cmp.Compare(a.file, b.file); c != 0 {
+				return c
 			}
+			return cmp.Compare(a.line, b.line)
+		})
+		detail := fmt.Sprintf("transaction_id %q has %d copies that differ", txnfile.Truncate(id, 64), len(group))
+		for _, c := range group {
+			res.rejects = append(res.rejects, reject{files[c.file], c.line, txnfile.ReasonConflictingDuplicate.Code(), detail, c.raw})
+		}
+	}
+	byAccount := make(map[string]int32, len(accounts))
+	res.totals = make([]total, 0, len(accounts))
+	for i := range firsts {
+		f := &firsts[i]
+		if f.conflict {
 			continue
 		}
 		res.applied++
-		if n := len(copies[id]); n > 0 {
-			res.dups += int64(n - 1)
+		j, ok := byAccount[f.account]
+		if !ok {
+			j = int32(len(res.totals))
+			byAccount[f.account] = j
+			res.totals = append(res.totals, total{account: f.account, latest: f.atMicros})
 		}
-		t := byAccount[f.account]
-		if t == nil {
-			t = &total{account: f.account, latest: f.atMicros}
-			byAccount[f.account] = t
-		}
+		t := &res.totals[j]
 		s, ok := txnfile.AddCents(t.cents, f.cents)
 		if !ok {
 			return nil, fmt.Errorf("account %q: balance overflows 64-bit cents", f.account)
@@ -198,9 +212,6 @@ func run(ctx context.Context, patterns []string, dsn, table string, batchID int6
 		t.cents = s
 		t.count++
 		t.latest = max(t.latest, f.atMicros)
-	}
-	for _, t := range byAccount {
-		res.totals = append(res.totals, *t)
 	}
 	slices.SortFunc(res.totals, func(a, b total) int { return strings.Compare(a.account, b.account) })
 	if res.read != res.applied+res.dups+int64(len(res.rejects)) {

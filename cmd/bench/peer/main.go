@@ -130,7 +130,8 @@ func naive(ctx context.Context, pinned time.Time) error {
 	}
 	specs := make([]transforms.FileSpec, len(paths))
 	for i, p := range paths {
-		specs[i] = transforms.FileSpec{Index: int32(i), Path: p}
+		// Local files, as balancebeam reads them: raw text stays in the file.
+		specs[i] = transforms.FileSpec{Index: int32(i), Path: p, RawInFile: true}
 	}
 	p, s := beam.NewPipelineWithRoot()
 	files := beam.CreateList(s, specs)
