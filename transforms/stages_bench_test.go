@@ -50,7 +50,7 @@ func benchData(b *testing.B) ([]FileSpec, memFiles, *txgen.Summary) {
 	}
 	var specs []FileSpec
 	for i, name := range sum.Files {
-		specs = append(specs, FileSpec{Index: int32(i), Path: name})
+		specs = append(specs, FileSpec{Index: int32(i), Path: name, Size: int64(files[name].Len())})
 	}
 	return specs, files, sum
 }

@@ -229,19 +229,33 @@ func TestSumTotals(t *testing.T) {
 	if !reflect.DeepEqual(ab, ba) {
 		t.Errorf("a+b = %+v, b+a = %+v", ab, ba)
 	}
-	// Ledger entries merge in (account, id) order.
+	// Ledger entries come out in (account, id) order, whatever the order of
+	// the inputs, and the inputs are left as they were.
 	ea := Totals{Entries: []Entry{{ID: "t3", Account: "a"}, {ID: "t1", Account: "c"}}, Marks: []BucketMark{{Bucket: 1}}}
 	eb := Totals{Entries: []Entry{{ID: "t2", Account: "a"}, {ID: "t0", Account: "b"}}, Marks: []BucketMark{{Bucket: 3}}}
+	ec := Totals{Entries: []Entry{{ID: "t9", Account: "a"}}, Marks: []BucketMark{{Bucket: 2}}}
+	for _, order := range [][]Totals{{ea, eb, ec}, {ec, eb, ea}, {eb, ec, ea}} {
+		acc := fn.CreateAccumulator()
+		for _, in := range order {
+			var err error
+			if acc, err = fn.AddInput(acc, in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var ids []string
+		for _, e := range fn.ExtractOutput(acc).Entries {
+			ids = append(ids, e.Account+"/"+e.ID)
+		}
+		if fmt.Sprint(ids) != "[a/t2 a/t3 a/t9 b/t0 c/t1]" {
+			t.Errorf("combined entries %v", ids)
+		}
+	}
 	merged, err := fn.MergeAccumulators(ea, eb)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ids []string
-	for _, e := range merged.Entries {
-		ids = append(ids, e.Account+"/"+e.ID)
-	}
-	if fmt.Sprint(ids) != "[a/t2 a/t3 b/t0 c/t1]" {
-		t.Errorf("merged entries %v", ids)
+	if out := fn.ExtractOutput(merged); len(out.Entries) != 4 || out.Entries[0].ID != "t2" || ea.Entries[0].ID != "t3" || eb.Entries[0].ID != "t2" {
+		t.Errorf("merged %+v; inputs %+v, %+v", out.Entries, ea.Entries, eb.Entries)
 	}
 	// The same bucket twice means data delivered twice: refused.
 	if _, err := fn.MergeAccumulators(a, a); err == nil || !strings.Contains(err.Error(), "twice") {

@@ -47,6 +47,7 @@ type options struct {
 	chart     string
 	raw       string
 	only      []string
+	skip      map[string]int64 // configuration -> the size from which it is skipped
 	keepData  bool
 	cmdline   string
 	flushRows int
@@ -69,8 +70,21 @@ func main() {
 	flag.StringVar(&o.raw, "raw", "docs/bench-results.json", "every run's figures, as JSON")
 	flag.IntVar(&o.flushRows, "flush_rows", 0, "--flush_rows for balancebeam (0: its default)")
 	only := flag.String("only", "", "run only these configurations (comma-separated names; the baseline always runs)")
+	skip := flag.String("skip", "", "configurations to leave out from a size on, as NAME@ROWS,... (a rerun goes with its run)")
 	flag.BoolVar(&o.keepData, "keep", false, "keep the scratch folder")
 	flag.Parse()
+	o.skip = map[string]int64{}
+	for _, item := range strings.Split(*skip, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		name, rows, ok := strings.Cut(item, "@")
+		n, err := strconv.ParseInt(rows, 10, 64)
+		if !ok || err != nil {
+			fatalf("--skip %q: want NAME@ROWS", item)
+		}
+		o.skip[name] = n
+	}
 	logs.Setup(os.Stderr, "info")
 	for _, r := range strings.Split(*rows, ",") {
 		n, err := strconv.ParseInt(strings.TrimSpace(r), 10, 64)
@@ -163,7 +177,18 @@ func benchSize(ctx context.Context, o options, pg *localpg.Cluster, rows int64) 
 	env := &runEnv{o: o, data: data, sum: sum, expected: exp}
 	size := &sizeResult{Rows: rows, Accounts: o.accounts, Files: o.files, Summary: sum.Batch, Generate: gen,
 		LoadBefore: loadavg()}
-	cfgs := configurations(o)
+	var cfgs []config
+	for _, c := range configurations(o) {
+		from, ok := o.skip[c.name]
+		if !ok && c.after != "" {
+			from, ok = o.skip[c.after]
+		}
+		if ok && rows >= from {
+			size.Skipped = append(size.Skipped, c.name)
+			continue
+		}
+		cfgs = append(cfgs, c)
+	}
 	slog.Info("benchmarking", "rows", rows, "configurations", len(cfgs), "runs", o.runs)
 	byName := map[string]*configResult{}
 	for _, c := range cfgs {
@@ -283,18 +308,18 @@ func configurations(o options) []config {
 				return filepath.Join(e.o.bin, "bench-baseline"), []string{"--input", input(e), "--database", dsn}
 			}},
 		{name: "direct", label: "balancebeam, direct runner (snapshot mode)", kind: "balancebeam", mode: "snapshot", args: bb("direct", "snapshot")},
-		{name: "rerun", label: "  rerun of that committed batch", kind: "rerun", mode: "snapshot", after: "direct", args: bb("direct", "snapshot")},
+		{name: "rerun", label: "balancebeam, direct runner, snapshot: rerun of the committed batch", kind: "rerun", mode: "snapshot", after: "direct", args: bb("direct", "snapshot")},
 		{name: "prism", label: "balancebeam, Prism (snapshot mode)", kind: "balancebeam", mode: "snapshot", args: bb("prism", "snapshot")},
 		{name: "lww", label: "balancebeam, direct runner, lww mode (unguarded merge)", kind: "balancebeam", mode: "lww", args: bb("direct", "lww")},
 		{name: "ledger", label: "balancebeam, direct runner, ledger mode", kind: "balancebeam", mode: "ledger", args: bb("direct", "ledger")},
-		{name: "ledger-rerun", label: "  rerun of that committed batch (ledger)", kind: "rerun", mode: "ledger", after: "ledger", args: bb("direct", "ledger")},
+		{name: "ledger-rerun", label: "balancebeam, direct runner, ledger: rerun of the committed batch", kind: "rerun", mode: "ledger", after: "ledger", args: bb("direct", "ledger")},
 		{name: "naive", label: "naive sink (one upsert round trip per account), direct runner", kind: "naive",
 			args: func(e *runEnv, dsn string) (string, []string) {
 				return filepath.Join(e.o.bin, "bench-peer"), []string{"naive", "--input", input(e), "--database", dsn, "--runner=direct"}
 			}},
-		{name: "sink-guarded", label: "balancebeam's writer, snapshot mode: COPY + guarded merge", kind: "sink", args: sinkArgs("guarded")},
-		{name: "sink-lww", label: "balancebeam's writer, lww mode: COPY + unguarded merge", kind: "sink", args: sinkArgs("lww")},
-		{name: "sink-naive", label: "naive: one upsert round trip per account", kind: "sink", args: sinkArgs("naive")},
+		{name: "sink-guarded", label: "balancebeam's writer, snapshot mode: COPY + guarded merge", kind: "sink", args: sinkArgs("guarded", 3)},
+		{name: "sink-lww", label: "balancebeam's writer, lww mode: COPY + unguarded merge", kind: "sink", args: sinkArgs("lww", 3)},
+		{name: "sink-naive", label: "naive: one upsert round trip per account, each its own transaction", kind: "sink", args: sinkArgs("naive", 1)},
 	}
 	if len(o.only) == 0 {
 		return all
@@ -318,9 +343,9 @@ func configurations(o options) []config {
 	return out
 }
 
-func sinkArgs(kind string) func(*runEnv, string) (string, []string) {
+func sinkArgs(kind string, rounds int) func(*runEnv, string) (string, []string) {
 	return func(e *runEnv, dsn string) (string, []string) {
-		return filepath.Join(e.o.bin, "bench-peer"), []string{"sink", "--sink=" + kind, "--database", dsn,
+		return filepath.Join(e.o.bin, "bench-peer"), []string{"sink", "--sink=" + kind, "--rounds", strconv.Itoa(rounds), "--database", dsn,
 			"--expected", filepath.Join(e.data, "expected", "batch.csv")}
 	}
 }

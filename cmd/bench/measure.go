@@ -36,6 +36,8 @@ type measurement struct {
 	// InnerSeconds is the time the program itself reports for the part
 	// being measured (the sink benchmarks' write), when it reports one.
 	InnerSeconds float64 `json:"inner_seconds,omitempty"`
+	// Rounds are the sink benchmarks' writes, each into an empty table.
+	Rounds []float64 `json:"rounds,omitempty"`
 	// RowsWritten is the number of accounts rows the run inserted or
 	// updated, from the rows' transaction ids.
 	RowsWritten   int64  `json:"rows_written"`
@@ -111,13 +113,16 @@ func (e *runEnv) check(ctx context.Context, conn *pgx.Conn, c config, out []byte
 	// Rows inserted or updated by the run: those whose creating transaction
 	// is newer than the check's (xmin is the 32-bit id; the cluster is new,
 	// so no wraparound).
+	want := e.sum.Batch
+	if c.kind == "sink" {
+		return e.checkSink(ctx, conn, out, xidBefore, m)
+	}
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM accounts WHERE xmin::text::bigint > $1`, xidBefore%(1<<32)).Scan(&m.RowsWritten); err != nil {
 		return err
 	}
-	if err := e.checkAccounts(ctx, conn); err != nil {
+	if err := e.checkAccounts(ctx, conn, "accounts"); err != nil {
 		return err
 	}
-	want := e.sum.Batch
 	switch c.kind {
 	case "baseline", "balancebeam", "naive", "rerun":
 		got, digest, err := rejectCounts(ctx, conn)
@@ -170,23 +175,41 @@ func (e *runEnv) check(ctx context.Context, conn *pgx.Conn, c config, out []byte
 				return fmt.Errorf("ledger: %d transactions inserted, %d known; want %d and %d", rep.LedgerInserted, rep.LedgerKnown, wantNew, wantKnown)
 			}
 		}
-	case "sink":
-		var rep struct {
-			Rows    int64   `json:"rows"`
-			Seconds float64 `json:"seconds"`
-		}
-		if err := json.Unmarshal(out, &rep); err != nil {
-			return fmt.Errorf("report: %w: %q", err, truncate(out))
-		}
-		m.InnerSeconds = rep.Seconds
-		if rep.Rows != want.Accounts || m.RowsWritten != want.Accounts {
-			return fmt.Errorf("sink wrote %d rows (it says %d), want %d", m.RowsWritten, rep.Rows, want.Accounts)
-		}
 	default:
 		if m.RowsWritten != want.Accounts {
 			return fmt.Errorf("wrote %d rows, want %d", m.RowsWritten, want.Accounts)
 		}
 	}
+	return nil
+}
+
+// checkSink checks every table a sink benchmark wrote, one per round.
+func (e *runEnv) checkSink(ctx context.Context, conn *pgx.Conn, out []byte, xidBefore int64, m *measurement) error {
+	var rep struct {
+		Rows    int64     `json:"rows"`
+		Seconds float64   `json:"seconds"`
+		Rounds  []float64 `json:"rounds"`
+		Tables  []string  `json:"tables"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		return fmt.Errorf("report: %w: %q", err, truncate(out))
+	}
+	if rep.Rows != e.sum.Batch.Accounts || len(rep.Tables) == 0 || len(rep.Tables) != len(rep.Rounds) {
+		return fmt.Errorf("sink report %+v, want %d rows", rep, e.sum.Batch.Accounts)
+	}
+	for _, table := range rep.Tables {
+		var written int64
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{table}.Sanitize()+` WHERE xmin::text::bigint > $1`, xidBefore%(1<<32)).Scan(&written); err != nil {
+			return err
+		}
+		if written != e.sum.Batch.Accounts {
+			return fmt.Errorf("%s: %d rows written, want %d", table, written, e.sum.Batch.Accounts)
+		}
+		if err := e.checkAccounts(ctx, conn, table); err != nil {
+			return fmt.Errorf("%s: %w", table, err)
+		}
+	}
+	m.InnerSeconds, m.Rounds, m.RowsWritten = rep.Seconds, rep.Rounds, e.sum.Batch.Accounts
 	return nil
 }
 
@@ -241,9 +264,9 @@ func loadExpected(path string) ([]expectedRow, error) {
 
 // checkAccounts compares the accounts table with the expected balances,
 // row by row.
-func (e *runEnv) checkAccounts(ctx context.Context, conn *pgx.Conn) error {
+func (e *runEnv) checkAccounts(ctx context.Context, conn *pgx.Conn, table string) error {
 	rows, err := conn.Query(ctx, `SELECT account_id, (balance * 100)::bigint, txn_count,
-		(extract(epoch FROM last_txn_at) * 1000000)::bigint, balance = round(balance, 2) FROM accounts ORDER BY account_id COLLATE "C"`)
+		(extract(epoch FROM last_txn_at) * 1000000)::bigint, balance = round(balance, 2) FROM `+pgx.Identifier{table}.Sanitize()+` ORDER BY account_id COLLATE "C"`)
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,8 @@
 // expected balances txgen writes) and hands them, split by shard as the
 // pipeline would, to balancebeam's balance writer (snapshot mode, guarded, or
 // lww mode, unguarded, at the same batching) or to the naive one,
-// outside any runner. It prints a JSON line with the write's seconds.
+// outside any runner, --rounds times, each into an empty table of its own. It
+// prints a JSON line with the median write's seconds.
 package main
 
 import (
@@ -59,6 +60,7 @@ var (
 	expected  = flag.String("expected", "", "expected balances CSV from txgen (sink)")
 	sinkKind  = flag.String("sink", "guarded", "guarded (balancebeam's writer, snapshot mode), lww (its writer, unguarded) or naive (sink)")
 	flushRows = flag.Int("flush_rows", sinks.DefaultFlushRows, "rows per flush of balancebeam's writer (sink)")
+	rounds    = flag.Int("rounds", 1, "writes, each into an empty table <table>_<sink>_<round>; the median is reported (sink)")
 )
 
 func main() {
@@ -91,17 +93,13 @@ func main() {
 	}
 }
 
-func ensureSchema(ctx context.Context) error {
+func ensureSchema(ctx context.Context, table string, mode sinks.Mode) error {
 	pool, err := sinks.OpenPool(ctx, sinks.Connection{DSN: *database, MaxConns: 1})
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	mode := sinks.ModeSnapshot
-	if *sinkKind == "lww" {
-		mode = sinks.ModeLWW
-	}
-	return sinks.EnsureSchema(ctx, pool, sinks.Tables{Accounts: *table}, mode)
+	return sinks.EnsureSchema(ctx, pool, sinks.Tables{Accounts: table}, mode)
 }
 
 // naive runs balancebeam's composites with the naive sinks.
@@ -125,7 +123,7 @@ func naive(ctx context.Context, pinned time.Time) error {
 	}
 	slices.Sort(paths)
 	paths = slices.Compact(paths)
-	if err := ensureSchema(ctx); err != nil {
+	if err := ensureSchema(ctx, *table, sinks.ModeSnapshot); err != nil {
 		return err
 	}
 	specs := make([]transforms.FileSpec, len(paths))
@@ -298,20 +296,11 @@ func sinkOnly(ctx context.Context, pinned time.Time) error {
 	if err != nil {
 		return err
 	}
-	if err := ensureSchema(ctx); err != nil {
-		return err
-	}
-	var w balanceWriter
+	mode := sinks.ModeSnapshot
 	switch *sinkKind {
-	case "guarded", "lww":
-		mode := sinks.ModeSnapshot
-		if *sinkKind == "lww" {
-			mode = sinks.ModeLWW
-		}
-		w = &sinks.BalanceWriterFn{Conn: sinks.Connection{DSN: *database, MaxConns: 2}, Tables: sinks.Tables{Accounts: *table},
-			Mode: mode, BatchID: *batchID, Run: 1, PinnedAtMicros: pinned.UnixMicro(), Buckets: 1, FlushRows: *flushRows}
-	case "naive":
-		w = &NaiveBalanceFn{DSN: *database, Table: *table, BatchID: *batchID, PinnedAtMicros: pinned.UnixMicro()}
+	case "guarded", "naive":
+	case "lww":
+		mode = sinks.ModeLWW
 	default:
 		return fmt.Errorf("unknown --sink %q (want guarded, lww or naive)", *sinkKind)
 	}
@@ -321,10 +310,44 @@ func sinkOnly(ctx context.Context, pinned time.Time) error {
 		s := transforms.Shard(t.Account, *shards)
 		parts[s].Rows = append(parts[s].Rows, t)
 	}
-	start := time.Now()
+	var tables []string
+	var secs []float64
+	for round := 1; round <= *rounds; round++ {
+		// Each round writes an empty table of its own.
+		name := fmt.Sprintf("%s_%s_%d", *table, *sinkKind, round)
+		if err := ensureSchema(ctx, name, mode); err != nil {
+			return err
+		}
+		var w balanceWriter
+		if *sinkKind == "naive" {
+			w = &NaiveBalanceFn{DSN: *database, Table: name, BatchID: *batchID, PinnedAtMicros: pinned.UnixMicro()}
+		} else {
+			w = &sinks.BalanceWriterFn{Conn: sinks.Connection{DSN: *database, MaxConns: 2}, Tables: sinks.Tables{Accounts: name},
+				Mode: mode, BatchID: *batchID, Run: 1, PinnedAtMicros: pinned.UnixMicro(), Buckets: 1, FlushRows: *flushRows}
+		}
+		start := time.Now()
+		if err := writeOnce(ctx, w, parts); err != nil {
+			return err
+		}
+		secs = append(secs, time.Since(start).Seconds())
+		tables = append(tables, name)
+	}
+	sorted := slices.Clone(secs)
+	slices.Sort(sorted)
+	med := sorted[len(sorted)/2]
+	out, _ := json.Marshal(map[string]any{"sink": *sinkKind, "rows": len(totals), "seconds": med, "rounds": secs, "tables": tables,
+		"rows_per_second": float64(len(totals)) / med})
+	fmt.Println(string(out))
+	return nil
+}
+
+// writeOnce drives a writer through one bundle holding every shard, as a
+// runner would.
+func writeOnce(ctx context.Context, w balanceWriter, parts []transforms.Totals) error {
 	if err := w.Setup(ctx); err != nil {
 		return err
 	}
+	defer w.Teardown(ctx)
 	if b, ok := w.(bundled); ok {
 		if err := b.StartBundle(ctx); err != nil {
 			return err
@@ -338,15 +361,7 @@ func sinkOnly(ctx context.Context, pinned time.Time) error {
 		}
 	}
 	if b, ok := w.(bundled); ok {
-		if err := b.FinishBundle(ctx); err != nil {
-			return err
-		}
+		return b.FinishBundle(ctx)
 	}
-	if err := w.Teardown(ctx); err != nil {
-		return err
-	}
-	secs := time.Since(start).Seconds()
-	out, _ := json.Marshal(map[string]any{"sink": *sinkKind, "rows": len(totals), "seconds": secs, "rows_per_second": float64(len(totals)) / secs})
-	fmt.Println(string(out))
 	return nil
 }
