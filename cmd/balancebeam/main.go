@@ -4,6 +4,7 @@
 // balance.
 //
 //	balancebeam --input 'testdata/day1/*.csv' --database postgres://...
+//	balancebeam verify [--table accounts] [--batch_id N] [--json]
 //	balancebeam db status|stop     # the embedded default database
 //
 // With no --database and no DATABASE_URL it uses an embedded PostgreSQL kept
@@ -32,6 +33,7 @@ import (
 	"github.com/balancebeam/balancebeam/internal/driver"
 	"github.com/balancebeam/balancebeam/internal/localpg"
 	"github.com/balancebeam/balancebeam/internal/logs"
+	"github.com/balancebeam/balancebeam/internal/verify"
 	"github.com/balancebeam/balancebeam/sinks"
 	"github.com/balancebeam/balancebeam/transforms"
 )
@@ -42,6 +44,9 @@ const (
 	exitFailed      = 1
 	exitUsage       = 2
 	exitTooManyRejs = 3
+	// verify: the table differs (exitFailed), or it could not be checked.
+	exitDifferent  = 1
+	exitUnverified = 4
 )
 
 type stringList []string
@@ -63,6 +68,7 @@ var (
 	logLevel     = flag.String("log_level", "info", "debug, info, warn or error")
 	jsonReport   = flag.Bool("json", false, "print the run report as JSON")
 	progressInt  = flag.Duration("progress", 10*time.Second, "log progress at this interval while the pipeline runs (0: never)")
+	maxDiffs     = flag.Int("max_diffs", verify.DefaultMaxDiffs, "verify: how many differences to list")
 )
 
 func init() {
@@ -75,12 +81,17 @@ func usage() {
 
 Usage:
   balancebeam [run] --input 'day1/*.csv' [--database postgres://...] [flags]
+  balancebeam verify [--database postgres://...] [--table T] [--batch_id N] [--json] [--max_diffs N]
   balancebeam db status|stop [--state_dir DIR]
+
+verify recomputes the balances from the batches' registered input files, without Beam, and
+compares them with the table: exit 0 equal, 1 different, 4 could not verify (files gone or
+changed, or no database).
 
 Flags of balancebeam (Beam's own flags, such as --runner, are accepted too):
 `)
 	for _, name := range []string{"input", "database", "database_password_file", "table", "shards", "batch_id",
-		"max_rejects", "flush_rows", "dedup_buckets", "state_dir", "json", "progress", "log_level", "runner"} {
+		"max_rejects", "flush_rows", "dedup_buckets", "state_dir", "json", "max_diffs", "progress", "log_level", "runner"} {
 		if f := flag.Lookup(name); f != nil {
 			fmt.Fprintf(out, "  --%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
 		}
@@ -99,11 +110,13 @@ func main() {
 		os.Exit(runCmd(args))
 	case "db":
 		os.Exit(dbCmd(args))
+	case "verify":
+		os.Exit(verifyCmd(args))
 	case "help":
 		usage()
 		os.Exit(exitOK)
 	default:
-		fmt.Fprintf(os.Stderr, "balancebeam: unknown command %q (want run or db)\n", cmd)
+		fmt.Fprintf(os.Stderr, "balancebeam: unknown command %q (want run, verify or db)\n", cmd)
 		os.Exit(exitUsage)
 	}
 }
@@ -138,23 +151,9 @@ func runCmd(args []string) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 
-	dsn := *database
-	if dsn == "" {
-		dsn = os.Getenv("DATABASE_URL")
-	}
-	if dsn == "" {
-		c, err := localpg.Start(ctx, localpg.Options{Dir: filepath.Join(*stateDir, "pg"), Durable: true})
-		if err != nil {
-			slog.Error("no --database given and the embedded PostgreSQL did not start", "error", err)
-			return exitFailed
-		}
-		verb := "reusing"
-		if c.Started {
-			verb = "started"
-		}
-		slog.Info(verb+" the embedded PostgreSQL", "dir", c.Dir, "port", c.Port, "connect", c.PsqlCommand(),
-			"stop", "balancebeam db stop --state_dir "+*stateDir)
-		dsn = c.DSN()
+	dsn, ok := databaseURL(ctx)
+	if !ok {
+		return exitFailed
 	}
 
 	runner := *runners.Runner
@@ -192,6 +191,66 @@ func runCmd(args []string) int {
 	default:
 		slog.Error("run failed", "error", err)
 		return exitFailed
+	}
+}
+
+// databaseURL is --database, else $DATABASE_URL, else the embedded
+// PostgreSQL, started if it is not running.
+func databaseURL(ctx context.Context) (string, bool) {
+	dsn := *database
+	if dsn == "" {
+		dsn = os.Getenv("DATABASE_URL")
+	}
+	if dsn == "" {
+		c, err := localpg.Start(ctx, localpg.Options{Dir: filepath.Join(*stateDir, "pg"), Durable: true})
+		if err != nil {
+			slog.Error("no --database given and the embedded PostgreSQL did not start", "error", err)
+			return "", false
+		}
+		verb := "reusing"
+		if c.Started {
+			verb = "started"
+		}
+		slog.Info(verb+" the embedded PostgreSQL", "dir", c.Dir, "port", c.Port, "connect", c.PsqlCommand(),
+			"stop", "balancebeam db stop --state_dir "+*stateDir)
+		dsn = c.DSN()
+	}
+	return dsn, true
+}
+
+func verifyCmd(args []string) int {
+	if !parseFlags(args) {
+		return exitUsage
+	}
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "balancebeam verify: unexpected arguments %q\n", flag.Args())
+		return exitUsage
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	dsn, ok := databaseURL(ctx)
+	if !ok {
+		return exitUnverified
+	}
+	rep, err := verify.Run(ctx, verify.Options{DSN: dsn, Table: *table, BatchID: *batchID, MaxDiffs: *maxDiffs})
+	if err != nil {
+		slog.Error("verify failed", "database", sinks.Redact(dsn), "error", err)
+		return exitUnverified
+	}
+	if *jsonReport {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+	} else {
+		rep.WriteText(os.Stdout)
+	}
+	switch rep.Outcome() {
+	case verify.Equal:
+		return exitOK
+	case verify.Different:
+		return exitDifferent
+	default:
+		return exitUnverified
 	}
 }
 

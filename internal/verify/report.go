@@ -1,0 +1,85 @@
+package verify
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// WriteText writes the report for a person to read.
+func (r *Report) WriteText(w io.Writer) {
+	scope := "the table's current state"
+	if r.BatchID != 0 {
+		scope = fmt.Sprintf("batch %d", r.BatchID)
+	}
+	fmt.Fprintf(w, "verify %s (%s mode), %s: %d accounts compared, %d equal\n", r.Table, r.Mode, scope, r.Accounts, r.Equal)
+	for _, b := range r.Batches {
+		fmt.Fprintf(w, "  batch %d  %s, %d files", b.BatchID, b.Status, b.Files)
+		if len(b.FileProblems) > 0 {
+			fmt.Fprintf(w, ", %d gone or changed: cannot be recomputed\n", len(b.FileProblems))
+			for _, p := range b.FileProblems {
+				fmt.Fprintf(w, "           %s: %s\n", p.Path, p.Problem)
+			}
+			continue
+		}
+		fmt.Fprintf(w, " unchanged; rows read %d = applied %d + duplicates %d + rejected %d; %d accounts, %d rows in the table\n",
+			b.RowsRead, b.Applied, b.Duplicates, b.Rejected, b.Accounts, b.RowsInTable)
+		for _, p := range b.Problems {
+			fmt.Fprintf(w, "           %s\n", p)
+		}
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "  note     %s\n", n)
+	}
+	if r.Superseded > 0 {
+		fmt.Fprintf(w, "  %d accounts of batch %d were written by newer batches since\n", r.Superseded, r.BatchID)
+	}
+	switch r.Outcome() {
+	case Equal:
+		if r.BatchID != 0 {
+			fmt.Fprintf(w, "EQUAL: every account of batch %d is as its files say\n", r.BatchID)
+		} else {
+			fmt.Fprintln(w, "EQUAL: every account is as the files of the batch that wrote it say")
+		}
+		return
+	case Unverifiable:
+		fmt.Fprintf(w, "UNVERIFIED: no difference found, but %d accounts could not be checked: input files are gone or changed\n", r.Counts[Unverified])
+	case Different:
+		parts := make([]string, 0, len(Kinds()))
+		for _, k := range Kinds() {
+			if n := r.Counts[k]; n > 0 || k == Lost || k == Doubled || k == Wrong {
+				parts = append(parts, fmt.Sprintf("%d %s", n, k))
+			}
+		}
+		fmt.Fprintf(w, "DIFFERENT: %d of %d accounts differ: %s\n", r.Differences(), r.Accounts, strings.Join(parts, ", "))
+		for _, b := range r.Batches {
+			if len(b.Problems) > 0 {
+				fmt.Fprintf(w, "  batch %d's records differ from its files (see above)\n", b.BatchID)
+			}
+		}
+	}
+	if len(r.Diffs) == 0 {
+		return
+	}
+	total := r.Differences() + r.Counts[Unverified]
+	fmt.Fprintf(w, "first %d of %d:\n", len(r.Diffs), total)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  account_id\tkind\ttable\texpected\tdetail")
+	for _, d := range r.Diffs {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", d.Account, d.Kind, d.Table.text(), d.Expected.text(), d.Detail)
+	}
+	tw.Flush()
+}
+
+func (v *Values) text() string {
+	if v == nil {
+		return "-"
+	}
+	txns := "txns"
+	if v.TxnCount == 1 {
+		txns = "txn"
+	}
+	return fmt.Sprintf("%s (%d %s, last %s; batch %d)", v.Balance, v.TxnCount, txns, v.LastTxnAt.UTC().Format(time.RFC3339Nano), v.BatchID)
+}
