@@ -94,7 +94,7 @@ func recompute(files []FileRef, open Opener, keepTxns bool) (*Expected, []FilePr
 	}
 	exp := &Expected{Accounts: map[string]Sum{}, Rejects: map[rowKey]string{}}
 	txns := map[string]*txnState{}
-	later := map[string][]rowKey{} // locations of the second and later copies
+	later := map[string][]rowKey{}  // locations of the second and later copies
 	accounts := map[string]string{} // interned account ids
 	var problems []FileProblem
 	for _, f := range files {

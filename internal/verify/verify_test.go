@@ -176,15 +176,15 @@ func TestDetectsEveryKind(t *testing.T) {
 	runBatch(t, dsn, driver.Options{Inputs: []string{day1}})
 	runBatch(t, dsn, driver.Options{Inputs: []string{day1, day2}})
 	exec(t, dsn,
-		`DELETE FROM accounts WHERE account_id = 'acc-bob'`,                                                // lost
+		`DELETE FROM accounts WHERE account_id = 'acc-bob'`,                                                   // lost
 		`UPDATE accounts SET balance = balance * 2, txn_count = txn_count * 2 WHERE account_id = 'acc-alice'`, // doubled
 		`UPDATE accounts SET balance = balance * 3 WHERE account_id = 'acc-heidi'`,                            // doubled (3x)
 		`UPDATE accounts SET txn_count = txn_count + 1 WHERE account_id = 'acc-erin'`,                         // doubled (counted more)
 		`UPDATE accounts SET balance = balance + 0.01 WHERE account_id = 'acc-carol'`,                         // wrong
 		`UPDATE accounts SET last_txn_at = last_txn_at - interval '1 second' WHERE account_id = 'acc-frank'`,  // wrong
 		`UPDATE accounts SET batch_id = 1 WHERE account_id = 'acc-dave'`,                                      // stale
-		`INSERT INTO accounts SELECT 'acc-zed', 1, 2, last_updated, 1, last_txn_at FROM accounts LIMIT 1`,   // unexpected
-		`INSERT INTO accounts SELECT 'acc-yan', 1, 99, last_updated, 1, last_txn_at FROM accounts LIMIT 1`,  // unexpected
+		`INSERT INTO accounts SELECT 'acc-zed', 1, 2, last_updated, 1, last_txn_at FROM accounts LIMIT 1`,     // unexpected
+		`INSERT INTO accounts SELECT 'acc-yan', 1, 99, last_updated, 1, last_txn_at FROM accounts LIMIT 1`,    // unexpected
 	)
 	rep := verifyTable(t, dsn, verify.Options{})
 	want := map[string]verify.Kind{
