@@ -2,6 +2,7 @@ package txnfile
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -176,5 +177,55 @@ func TestCSVReaderRunawayQuote(t *testing.T) {
 		if r.Problem != 0 || r.Line != int64(i+2) {
 			t.Fatalf("record %d: line %d problem %v", i+1, r.Line, r.Problem)
 		}
+	}
+}
+
+// TestCSVReaderLineLimitExact: the limit is on a line's text without its
+// line end (LF or CR LF) and without a leading BOM.
+func TestCSVReaderLineLimitExact(t *testing.T) {
+	at := strings.Repeat("x", MaxLineBytes)
+	over := at + "x"
+	tests := []struct {
+		name string
+		in   string
+		want Reason
+	}{
+		{"at the limit, LF", at + "\nok\n", ReasonNone},
+		{"at the limit, CR LF", at + "\r\nok\n", ReasonNone},
+		{"at the limit, no line end", at, ReasonNone},
+		{"at the limit after a BOM", "\ufeff" + at + "\nok\n", ReasonNone},
+		{"one over, LF", over + "\nok\n", ReasonLineTooLong},
+		{"one over, CR LF", over + "\r\nok\n", ReasonLineTooLong},
+		{"one over, no line end", over, ReasonLineTooLong},
+		{"one over after a BOM", "\ufeff" + over + "\nok\n", ReasonLineTooLong},
+	}
+	for _, tt := range tests {
+		got := readAll(t, tt.in)
+		if len(got) == 0 || got[0].Problem != tt.want || got[0].Line != 1 {
+			t.Errorf("%s: first record %+v, want problem %v", tt.name, got[0].Problem, tt.want)
+		}
+		if strings.HasSuffix(tt.in, "ok\n") && (len(got) != 2 || got[1].Raw != "ok" || got[1].Line != 2) {
+			t.Errorf("%s: %d records", tt.name, len(got))
+		}
+	}
+}
+
+func TestCSVReaderEndLine(t *testing.T) {
+	in := "a\n\"b\nc\",d\n\"e\nf\"x\ng,\"open\nh\n"
+	r := NewCSVReader(strings.NewReader(in))
+	var got []string
+	for {
+		rec, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%d-%d %v", rec.Line, rec.EndLine, rec.Problem))
+	}
+	want := []string{"1-1 none", "2-3 none", "4-5 malformed_csv", "6-6 malformed_csv", "7-7 none"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("records %v, want %v", got, want)
 	}
 }
