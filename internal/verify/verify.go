@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -553,7 +554,7 @@ func classify(r Row, s Sum, pinnedAt time.Time) (Kind, string) {
 	if len(diffs) == 0 {
 		return "", ""
 	}
-	detail := fmt.Sprintf("%v differ", diffs)
+	detail := strings.Join(diffs, ", ") + " differ"
 	if len(diffs) == 1 {
 		detail = diffs[0] + " differs"
 	}
