@@ -30,6 +30,19 @@ func (r *Report) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "           %s\n", p)
 		}
 	}
+	if l := r.Ledger; l != nil {
+		fmt.Fprintf(w, "  ledger   %d transactions: %d lost, %d unexpected, %d wrong against the files", l.Transactions, l.Lost, l.Unexpected, l.Wrong)
+		if l.Unverified > 0 {
+			fmt.Fprintf(w, ", %d of batches that cannot be recomputed", l.Unverified)
+		}
+		if l.AcrossBatches > 0 {
+			fmt.Fprintf(w, "; %d given differently by two batches (the first applied is kept)", l.AcrossBatches)
+		}
+		fmt.Fprintln(w)
+		for _, d := range l.Diffs {
+			fmt.Fprintf(w, "           %s %s: %s\n", d.Kind, d.TransactionID, d.Detail)
+		}
+	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "  note     %s\n", n)
 	}
@@ -58,6 +71,9 @@ func (r *Report) WriteText(w io.Writer) {
 			if len(b.Problems) > 0 {
 				fmt.Fprintf(w, "  batch %d's records differ from its files (see above)\n", b.BatchID)
 			}
+		}
+		if r.Ledger != nil && r.Ledger.differences() > 0 {
+			fmt.Fprintf(w, "  the ledger differs from the files in %d transactions (see above)\n", r.Ledger.differences())
 		}
 	}
 	if len(r.Diffs) == 0 {

@@ -25,10 +25,15 @@ const DefaultTable = "accounts"
 // DefaultMaxDiffs is how many differences a report lists by default.
 const DefaultMaxDiffs = 20
 
-// The modes the verifier knows.
+// The modes the verifier knows, as the table registry records them.
 const (
 	ModeSnapshot = "snapshot"
 	ModeLedger   = "ledger"
+	// ModeLWW tables are checked as snapshot tables: each row against the
+	// batch that wrote it, and no row older than the newest committed batch
+	// that has the account. Last-write-wins breaks exactly that when
+	// batches run out of order, and verify reports it (stale).
+	ModeLWW = "lww"
 )
 
 // Options say what to verify.
@@ -157,6 +162,8 @@ type Report struct {
 	Counts map[Kind]int64 `json:"counts"`
 	// Diffs are the first MaxDiffs differences, in account order.
 	Diffs []Diff `json:"diffs"`
+	// Ledger is the check of the ledger against the files (ledger mode).
+	Ledger *LedgerCheck `json:"ledger,omitempty"`
 	// Notes are facts worth knowing that are not differences.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -187,7 +194,10 @@ func (r *Report) Outcome() Outcome {
 			return Different
 		}
 	}
-	if r.Counts[Unverified] > 0 {
+	if r.Ledger != nil && r.Ledger.differences() > 0 {
+		return Different
+	}
+	if r.Counts[Unverified] > 0 || r.Ledger != nil && r.Ledger.Unverified > 0 {
 		return Unverifiable
 	}
 	for _, b := range r.Batches {
@@ -262,8 +272,10 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	v := &verifier{opts: opts, t: t, conn: c, rep: rep}
 	switch mode {
-	case ModeSnapshot:
+	case ModeSnapshot, ModeLWW:
 		err = v.snapshot(ctx)
+	case ModeLedger:
+		err = v.ledger(ctx)
 	default:
 		// The seam for the other modes: each gets a method of its own.
 		err = fmt.Errorf("table %s is in %s mode, which verify does not know", t.key, mode)

@@ -2,6 +2,8 @@ package verify_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"os"
@@ -18,6 +20,7 @@ import (
 	"github.com/balancebeam/balancebeam/internal/logs"
 	"github.com/balancebeam/balancebeam/internal/pgtest"
 	"github.com/balancebeam/balancebeam/internal/verify"
+	"github.com/balancebeam/balancebeam/sinks"
 )
 
 // The verifier itself never links Beam; its tests do, because they run the
@@ -398,5 +401,99 @@ func TestNothingToVerify(t *testing.T) {
 	_, err = verify.Run(context.Background(), verify.Options{DSN: dsn, Table: "a.b.c"})
 	if err == nil {
 		t.Error("a three-part table name was accepted")
+	}
+}
+
+// ledgerFixture builds a ledger-mode table by hand, as the ledger sink
+// writes it: batch 1 (a.csv) and batch 2 (b.csv alone, a late file: one
+// transaction known from batch 1, one new, one that conflicts with batch 1's
+// copy and is rejected across batches).
+func ledgerFixture(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	const hdr = "transaction_id,account_id,amount,timestamp\n"
+	files := map[string]string{
+		"a.csv": hdr + "t1,acc-a,1.00,2026-12-01T00:00:00Z\nt2,acc-a,2.00,2026-12-01T01:00:00Z\nt3,acc-b,3.00,2026-12-01T00:00:00Z\nbad,acc-b,x,2026-12-01T00:00:00Z\n",
+		"b.csv": hdr + "t3,acc-b,3.00,2026-12-01T00:00:00Z\nt4,acc-c,4.00,2026-12-02T00:00:00Z\nt2,acc-a,2.50,2026-12-01T01:00:00Z\n",
+	}
+	refs := map[string]string{}
+	for name, data := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256([]byte(data))
+		js, _ := json.Marshal([]verify.FileRef{{Path: p, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}})
+		refs[name] = string(js)
+	}
+	dsn := pgtest.New(t)
+	pool, err := sinks.OpenPool(context.Background(), sinks.Connection{DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := sinks.EnsureSchema(context.Background(), pool, sinks.Tables{}); err != nil {
+		t.Fatal(err)
+	}
+	a, b := filepath.Join(dir, "a.csv"), filepath.Join(dir, "b.csv")
+	exec(t, dsn,
+		`CREATE TABLE IF NOT EXISTS balancebeam_tables (table_name text PRIMARY KEY, mode text NOT NULL)`,
+		`INSERT INTO balancebeam_tables VALUES ('accounts', 'ledger') ON CONFLICT (table_name) DO UPDATE SET mode = 'ledger'`,
+		`CREATE TABLE IF NOT EXISTS ledger (transaction_id text PRIMARY KEY, account_id text NOT NULL,
+			amount numeric(20,2) NOT NULL, txn_at timestamptz NOT NULL, batch_id bigint NOT NULL)`,
+		`INSERT INTO batches (batch_id, target_table, manifest_sha256, files, pinned_at, status) VALUES
+			(1, 'accounts', 'm1', '`+refs["a.csv"]+`', '2026-12-02T06:00:00Z', 'committed'),
+			(2, 'accounts', 'm2', '`+refs["b.csv"]+`', '2026-12-03T06:00:00Z', 'committed')`,
+		`INSERT INTO rejected_rows VALUES (1, '`+a+`', 5, 'bad_amount', 'x', 'bad,acc-b,x,2026-12-01T00:00:00Z'),
+			(2, '`+b+`', 4, 'conflicting_duplicate_across_batches', 'in the ledger from batch 1', 't2,acc-a,2.50,2026-12-01T01:00:00Z')`,
+		`INSERT INTO ledger VALUES ('t1', 'acc-a', 1.00, '2026-12-01T00:00:00Z', 1), ('t2', 'acc-a', 2.00, '2026-12-01T01:00:00Z', 1),
+			('t3', 'acc-b', 3.00, '2026-12-01T00:00:00Z', 1), ('t4', 'acc-c', 4.00, '2026-12-02T00:00:00Z', 2)`,
+		`INSERT INTO accounts VALUES ('acc-a', 3.00, 1, '2026-12-02T06:00:00Z', 2, '2026-12-01T01:00:00Z'),
+			('acc-b', 3.00, 1, '2026-12-02T06:00:00Z', 1, '2026-12-01T00:00:00Z'),
+			('acc-c', 4.00, 2, '2026-12-03T06:00:00Z', 1, '2026-12-02T00:00:00Z')`,
+	)
+	return dsn
+}
+
+// TestLedgerMode verifies a ledger table: the ledger against the files, the
+// accounts against the ledger the files give.
+func TestLedgerMode(t *testing.T) {
+	dsn := ledgerFixture(t)
+	rep := verifyTable(t, dsn, verify.Options{})
+	if rep.Mode != "ledger" || rep.Outcome() != verify.Equal || rep.Equal != 3 || rep.Ledger.Transactions != 4 || rep.Ledger.AcrossBatches != 1 {
+		t.Fatalf("ledger fixture:\n%s", text(rep))
+	}
+	if _, err := verify.Run(context.Background(), verify.Options{DSN: dsn, BatchID: 1}); err == nil {
+		t.Error("--batch_id accepted on a ledger table")
+	}
+
+	exec(t, dsn,
+		`DELETE FROM ledger WHERE transaction_id = 't4'`,                                                    // lost transaction
+		`UPDATE ledger SET amount = 3.50 WHERE transaction_id = 't3'`,                                       // wrong transaction
+		`INSERT INTO ledger VALUES ('t9', 'acc-a', 9.00, '2026-12-01T00:00:00Z', 7)`,                        // unexpected transaction
+		`UPDATE accounts SET balance = 6.00, txn_count = 4 WHERE account_id = 'acc-a'`,                      // doubled account
+		`INSERT INTO accounts VALUES ('acc-z', 1.00, 1, '2026-12-02T06:00:00Z', 1, '2026-12-01T00:00:00Z')`, // unexpected account
+	)
+	rep = verifyTable(t, dsn, verify.Options{})
+	l := rep.Ledger
+	if l.Lost != 1 || l.Wrong != 1 || l.Unexpected != 1 || rep.Outcome() != verify.Different {
+		t.Errorf("ledger check %+v:\n%s", l, text(rep))
+	}
+	// acc-b and acc-c still hold what the files say, so the tampered ledger
+	// rows do not show in them; acc-a is doubled, acc-z unexpected.
+	want := map[string]verify.Kind{"acc-a": verify.Doubled, "acc-z": verify.Unexpected}
+	if got := kinds(rep); !reflect.DeepEqual(got, want) {
+		t.Errorf("kinds %v, want %v:\n%s", got, want, text(rep))
+	}
+	for _, s := range []string{"ledger   4 transactions: 1 lost, 1 unexpected, 1 wrong", "lost t4: committed batch 2's files give (acc-c, 4.00",
+		"wrong t3: the ledger has (acc-b, 3.50", "unexpected t9: batch 7 is not a registered batch"} {
+		if !strings.Contains(text(rep), s) {
+			t.Errorf("text lacks %q:\n%s", s, text(rep))
+		}
+	}
+	// An account gone from the table.
+	exec(t, dsn, `DELETE FROM accounts WHERE account_id = 'acc-c'`)
+	if rep := verifyTable(t, dsn, verify.Options{}); rep.Counts[verify.Lost] != 1 || kinds(rep)["acc-c"] != verify.Lost {
+		t.Errorf("account gone:\n%s", text(rep))
 	}
 }

@@ -59,6 +59,16 @@ type CSVReader struct {
 	// The limits, MaxLineBytes and MaxRecordBytes except in tests, which
 	// make them small so that a fuzzer reaches them.
 	maxLine, maxRecord int
+	// After a quoted record that never closed: its first line's later
+	// lines, up to openThrough, all left its quote open, and openDetail is
+	// why a quote open across them is rejected (see quotedRecord).
+	openThrough int64
+	openDetail  string
+	// scanned counts the bytes quoted records took up, for the tests that
+	// check the reader stays linear; noMemo turns openThrough off, for the
+	// tests that check it changes no outcome.
+	scanned int64
+	noMemo  bool
 }
 
 type physLine struct {
@@ -188,13 +198,40 @@ func (c *CSVReader) splitPlain(text []byte) [][]byte {
 // quotedRecord assembles a record that contains quotes, reading further
 // physical lines while a quoted field is open. When the quote never closes
 // (end of input, an over-long line, MaxRecordBytes reached), the first line
-// is rejected and the lines after it are read again as records of their own.
+// is rejected and the lines after it are read again as records of their own;
+// one of those that opens a quote left open through the same lines is
+// rejected the same way (for MaxRecordBytes: the quote is given up where the
+// first one was), so the reader stays linear in its input.
 func (c *CSVReader) quotedRecord(first physLine) (*Record, error) {
-	c.rec = append(c.rec[:0], first.text...)
-	firstLen := len(first.text) // first.text aliases the read buffer; c.rec keeps a copy
 	open := quoteOpenAfter(first.text, false)
-	var taken []physLine // the lines after the first, kept for replay
+	if open && first.no <= c.openThrough && !c.noMemo {
+		// This line was read before, inside a quote opened on an earlier
+		// line that never closed, and every line after it up to
+		// openThrough left that quote open. A quote open at the end of this
+		// line meets the same lines in the same state, so it ends the same
+		// way: rejected, without reading them all again. Without this a
+		// file of many such lines would take time quadratic in its length.
+		return &Record{Line: first.no, EndLine: first.no, Raw: CutRaw(trimCR(first.text)), Problem: ReasonMalformedCSV,
+			Detail: c.openDetail}, nil
+	}
+	c.rec = append(c.rec[:0], first.text...)
+	c.scanned += int64(len(first.text))
+	firstLen := len(first.text) // first.text aliases the read buffer; c.rec keeps a copy
+	var taken []physLine        // the lines after the first, kept for replay
 	lastLF := first.lf
+	broken := func(extra *physLine, detail string) *Record {
+		c.openThrough, c.openDetail = first.no, detail
+		if n := len(taken); n > 0 {
+			c.openThrough = taken[n-1].no
+		}
+		if extra != nil && extra.tooLong {
+			c.openDetail = fmt.Sprintf("quoted field opened on this line is still open at line %d, which is longer than %d bytes", extra.no, c.maxLine)
+		} else if extra != nil {
+			c.openDetail = fmt.Sprintf("quoted field opened on this line is still open at line %d, %d bytes after the quote opened on line %d", extra.no, c.maxRecord, first.no)
+		}
+		c.replayAfter(taken, extra)
+		return &Record{Line: first.no, EndLine: first.no, Raw: CutRaw(trimCR(c.rec[:firstLen])), Problem: ReasonMalformedCSV, Detail: detail}
+	}
 	for open && lastLF {
 		next, err := c.readLine()
 		if err == io.EOF {
@@ -203,21 +240,21 @@ func (c *CSVReader) quotedRecord(first physLine) (*Record, error) {
 		if err != nil {
 			return nil, err
 		}
-		if next.tooLong || len(c.rec)+1+len(next.text) > c.maxRecord {
-			c.replayAfter(taken, &next)
-			return &Record{Line: first.no, EndLine: first.no, Raw: CutRaw(trimCR(c.rec[:firstLen])), Problem: ReasonMalformedCSV,
-				Detail: fmt.Sprintf("quoted field opened on this line is still open after %d bytes", c.maxRecord)}, nil
+		if next.tooLong {
+			return broken(&next, fmt.Sprintf("quoted field opened on this line is still open at line %d, which is longer than %d bytes", next.no, c.maxLine)), nil
+		}
+		if len(c.rec)+1+len(next.text) > c.maxRecord {
+			return broken(&next, fmt.Sprintf("quoted field opened on this line is still open after %d bytes", c.maxRecord)), nil
 		}
 		taken = append(taken, physLine{no: next.no, text: append([]byte(nil), next.text...), lf: next.lf})
 		c.rec = append(c.rec, '\n')
 		c.rec = append(c.rec, next.text...)
+		c.scanned += int64(len(next.text))
 		lastLF = next.lf
 		open = quoteOpenAfter(next.text, true)
 	}
 	if open {
-		c.replayAfter(taken, nil)
-		return &Record{Line: first.no, EndLine: first.no, Raw: CutRaw(trimCR(c.rec[:firstLen])), Problem: ReasonMalformedCSV,
-			Detail: "quoted field is not closed before the end of the file"}, nil
+		return broken(nil, "quoted field is not closed before the end of the file"), nil
 	}
 	end := first.no
 	if n := len(taken); n > 0 {

@@ -229,3 +229,47 @@ func TestCSVReaderEndLine(t *testing.T) {
 		t.Errorf("records %v, want %v", got, want)
 	}
 }
+
+// TestCSVReaderStaysLinear: lines that each open a quote that stays open
+// through all the lines after them (to the end of the file, an over-long
+// line, or the record limit) are each rejected, and the reader takes up
+// every byte in a quoted record only about once, not once per line.
+func TestCSVReaderStaysLinear(t *testing.T) {
+	const line = "xxx\",\"" // opens a quote read alone, and leaves one open
+	if !quoteOpenAfter([]byte(line), false) || !quoteOpenAfter([]byte(line), true) {
+		t.Fatal("the test line does not keep a quote open")
+	}
+	n := 20000
+	tests := []struct {
+		name                        string
+		in                          string
+		bufSize, maxLine, maxRecord int
+	}{
+		{"to the end of the file", strings.Repeat(line+"\n", n), 256 << 10, MaxLineBytes, MaxRecordBytes},
+		{"to an over-long line", strings.Repeat(line+"\n", n) + strings.Repeat("y", 100) + "\n", 64, 50, MaxRecordBytes},
+		{"to the record limit", strings.Repeat(line+"\n", n), 64, 50, 7000},
+	}
+	for _, tt := range tests {
+		r := newCSVReader(strings.NewReader(tt.in), tt.bufSize, tt.maxLine, tt.maxRecord)
+		var recs, malformed int
+		for {
+			rec, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs++
+			if rec.Problem == ReasonMalformedCSV {
+				malformed++
+			}
+		}
+		if malformed != n {
+			t.Errorf("%s: %d of %d lines rejected as malformed_csv (%d records)", tt.name, malformed, n, recs)
+		}
+		if limit := int64(3 * len(tt.in)); r.scanned > limit {
+			t.Errorf("%s: quoted records took up %d bytes of a %d-byte input: not linear", tt.name, r.scanned, len(tt.in))
+		}
+	}
+}
