@@ -134,7 +134,8 @@ func TestBlockRoundTrip(t *testing.T) {
 
 func TestTotalsCoder(t *testing.T) {
 	in := Totals{Rows: []Total{{"a", 1, 1, 5}, {"b", math.MaxInt64, 7, -3}, {"ü", math.MinInt64, 1, 0}},
-		Marks: []BucketMark{{0, 10, 7, 2, 1}, {5, 0, 0, 0, 0}}}
+		Entries: []Entry{{ID: "t1", Account: "a", Cents: -5, AtMicros: 7, File: 2, Line: 9}, {ID: "t2", Account: "ü", Cents: math.MaxInt64, AtMicros: -1}},
+		Marks:   []BucketMark{{0, 10, 7, 2, 1}, {5, 0, 0, 0, 0}}}
 	out, err := DecodeTotals(EncodeTotals(in))
 	if err != nil || !reflect.DeepEqual(in, out) {
 		t.Errorf("round trip: %+v, %v", out, err)
@@ -222,6 +223,20 @@ func TestSumTotals(t *testing.T) {
 	ba, _ := fn.MergeAccumulators(b, a)
 	if !reflect.DeepEqual(ab, ba) {
 		t.Errorf("a+b = %+v, b+a = %+v", ab, ba)
+	}
+	// Ledger entries merge in (account, id) order.
+	ea := Totals{Entries: []Entry{{ID: "t3", Account: "a"}, {ID: "t1", Account: "c"}}, Marks: []BucketMark{{Bucket: 1}}}
+	eb := Totals{Entries: []Entry{{ID: "t2", Account: "a"}, {ID: "t0", Account: "b"}}, Marks: []BucketMark{{Bucket: 3}}}
+	merged, err := fn.MergeAccumulators(ea, eb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range merged.Entries {
+		ids = append(ids, e.Account+"/"+e.ID)
+	}
+	if fmt.Sprint(ids) != "[a/t2 a/t3 b/t0 c/t1]" {
+		t.Errorf("merged entries %v", ids)
 	}
 	// The same bucket twice means data delivered twice: refused.
 	if _, err := fn.MergeAccumulators(a, a); err == nil || !strings.Contains(err.Error(), "twice") {

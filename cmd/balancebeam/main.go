@@ -59,6 +59,8 @@ var (
 	database     = flag.String("database", "", "PostgreSQL URL (default $DATABASE_URL, else the embedded database under --state_dir)")
 	passwordFile = flag.String("database_password_file", "", "file holding the database password, read by each sink worker at start-up (for remote runners)")
 	table        = flag.String("table", sinks.DefaultAccountsTable, "accounts table, optionally schema-qualified")
+	mode         = flag.String("mode", string(sinks.ModeSnapshot), "how balances are written: ledger (idempotency-first), snapshot (balanced) or lww (concurrency-first); a table keeps the mode of its first run")
+	toMode       = flag.String("to", "", "with convert: the mode to convert the table to")
 	shards       = flag.Int("shards", driver.DefaultShards, "number of sink shards; each account is written by exactly one")
 	batchID      = flag.Int64("batch_id", 0, "force this batch id (an error if it belongs to other inputs)")
 	maxRejects   = flag.String("max_rejects", "0", "rejected rows allowed before the run exits non-zero: a count or a percentage such as 0.5%")
@@ -80,8 +82,10 @@ func usage() {
 	fmt.Fprintf(out, `balancebeam: transaction files to guarded PostgreSQL balances, on any Beam runner.
 
 Usage:
-  balancebeam [run] --input 'day1/*.csv' [--database postgres://...] [flags]
+  balancebeam [run] --input 'day1/*.csv' [--database postgres://...] [--mode ledger|snapshot|lww] [flags]
   balancebeam verify [--database postgres://...] [--table T] [--batch_id N] [--json] [--max_diffs N]
+  balancebeam recompute [--table T]         rebuild a ledger table's balances from its ledger
+  balancebeam convert --to MODE [--table T] switch a table to another mode
   balancebeam db status|stop [--state_dir DIR]
 
 verify recomputes the balances from the batches' registered input files, without Beam, and
@@ -90,7 +94,7 @@ changed, or no database).
 
 Flags of balancebeam (Beam's own flags, such as --runner, are accepted too):
 `)
-	for _, name := range []string{"input", "database", "database_password_file", "table", "shards", "batch_id",
+	for _, name := range []string{"input", "database", "database_password_file", "table", "mode", "to", "shards", "batch_id",
 		"max_rejects", "flush_rows", "dedup_buckets", "state_dir", "json", "max_diffs", "progress", "log_level", "runner"} {
 		if f := flag.Lookup(name); f != nil {
 			fmt.Fprintf(out, "  --%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
@@ -100,47 +104,45 @@ Flags of balancebeam (Beam's own flags, such as --runner, are accepted too):
 
 func main() {
 	flag.Usage = usage
-	args := os.Args[1:]
-	cmd := "run"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
-	}
-	switch cmd {
-	case "run":
-		os.Exit(runCmd(args))
-	case "db":
-		os.Exit(dbCmd(args))
-	case "verify":
-		os.Exit(verifyCmd(args))
-	case "help":
-		usage()
-		os.Exit(exitOK)
-	default:
-		fmt.Fprintf(os.Stderr, "balancebeam: unknown command %q (want run, verify or db)\n", cmd)
+	// Flags may come before or after the command: parse up to the command,
+	// then the rest.
+	if err := flag.CommandLine.Parse(os.Args[1:]); err != nil {
 		os.Exit(exitUsage)
 	}
-}
-
-func parseFlags(args []string) bool {
-	if err := flag.CommandLine.Parse(args); err != nil {
-		return false
-	}
-	if err := logs.Setup(os.Stderr, *logLevel); err != nil {
-		fmt.Fprintln(os.Stderr, "balancebeam:", err)
-		return false
-	}
-	return true
-}
-
-func runCmd(args []string) int {
-	if !parseFlags(args) {
-		return exitUsage
+	cmd, rest := "run", flag.Args()
+	if len(rest) > 0 {
+		cmd = rest[0]
+		if err := flag.CommandLine.Parse(rest[1:]); err != nil {
+			os.Exit(exitUsage)
+		}
+		rest = flag.Args()
 	}
 	// Right after flags: a worker binary started by a runner becomes a
 	// worker here and never returns.
 	beam.Init()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "balancebeam: unexpected arguments %q (inputs go in --input)\n", flag.Args())
+	if err := logs.Setup(os.Stderr, *logLevel); err != nil {
+		fmt.Fprintln(os.Stderr, "balancebeam:", err)
+		os.Exit(exitUsage)
+	}
+	commands := map[string]func([]string) int{
+		"run":       runCmd,
+		"db":        dbCmd,
+		"verify":    verifyCmd,
+		"recompute": func(args []string) int { return tableCmd("recompute", args) },
+		"convert":   func(args []string) int { return tableCmd("convert", args) },
+		"help":      func([]string) int { usage(); return exitOK },
+	}
+	run, ok := commands[cmd]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "balancebeam: unknown command %q (want run, verify, recompute, convert or db)\n", cmd)
+		os.Exit(exitUsage)
+	}
+	os.Exit(run(rest))
+}
+
+func runCmd(args []string) int {
+	if len(args) > 0 {
+		fmt.Fprintf(os.Stderr, "balancebeam: unexpected arguments %q (inputs go in --input)\n", args)
 		return exitUsage
 	}
 	threshold, err := driver.ParseThreshold(*maxRejects)
@@ -151,8 +153,14 @@ func runCmd(args []string) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 
-	dsn, ok := databaseURL(ctx)
-	if !ok {
+	m, err := sinks.ParseMode(*mode)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "balancebeam: --mode:", err)
+		return exitUsage
+	}
+	dsn, err := databaseURL(ctx)
+	if err != nil {
+		slog.Error("no database", "error", err)
 		return exitFailed
 	}
 
@@ -165,6 +173,7 @@ func runCmd(args []string) int {
 		DSN:          dsn,
 		PasswordFile: *passwordFile,
 		Table:        *table,
+		Mode:         m,
 		Shards:       *shards,
 		BatchID:      *batchID,
 		Runner:       runner,
@@ -195,41 +204,81 @@ func runCmd(args []string) int {
 }
 
 // databaseURL is --database, else $DATABASE_URL, else the embedded
-// PostgreSQL, started if it is not running.
-func databaseURL(ctx context.Context) (string, bool) {
-	dsn := *database
-	if dsn == "" {
-		dsn = os.Getenv("DATABASE_URL")
+// database, started if need be.
+func databaseURL(ctx context.Context) (string, error) {
+	if *database != "" {
+		return *database, nil
 	}
-	if dsn == "" {
-		c, err := localpg.Start(ctx, localpg.Options{Dir: filepath.Join(*stateDir, "pg"), Durable: true})
-		if err != nil {
-			slog.Error("no --database given and the embedded PostgreSQL did not start", "error", err)
-			return "", false
-		}
-		verb := "reusing"
-		if c.Started {
-			verb = "started"
-		}
-		slog.Info(verb+" the embedded PostgreSQL", "dir", c.Dir, "port", c.Port, "connect", c.PsqlCommand(),
-			"stop", "balancebeam db stop --state_dir "+*stateDir)
-		dsn = c.DSN()
+	if dsn := os.Getenv("DATABASE_URL"); dsn != "" {
+		return dsn, nil
 	}
-	return dsn, true
+	c, err := localpg.Start(ctx, localpg.Options{Dir: filepath.Join(*stateDir, "pg"), Durable: true})
+	if err != nil {
+		return "", fmt.Errorf("no --database given and the embedded PostgreSQL did not start: %w", err)
+	}
+	verb := "reusing"
+	if c.Started {
+		verb = "started"
+	}
+	slog.Info(verb+" the embedded PostgreSQL", "dir", c.Dir, "port", c.Port, "connect", c.PsqlCommand(),
+		"stop", "balancebeam db stop --state_dir "+*stateDir)
+	return c.DSN(), nil
 }
 
-func verifyCmd(args []string) int {
-	if !parseFlags(args) {
-		return exitUsage
-	}
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "balancebeam verify: unexpected arguments %q\n", flag.Args())
+// tableCmd runs recompute and convert.
+func tableCmd(cmd string, args []string) int {
+	if len(args) > 0 {
+		fmt.Fprintf(os.Stderr, "balancebeam %s: unexpected arguments %q\n", cmd, args)
 		return exitUsage
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	dsn, ok := databaseURL(ctx)
-	if !ok {
+	dsn, err := databaseURL(ctx)
+	if err != nil {
+		slog.Error("no database", "error", err)
+		return exitFailed
+	}
+	pool, err := sinks.OpenPool(ctx, sinks.Connection{DSN: dsn, MaxConns: 1})
+	if err != nil {
+		slog.Error("connect", "error", err)
+		return exitFailed
+	}
+	defer pool.Close()
+	tables := sinks.Tables{Accounts: *table}
+	switch cmd {
+	case "recompute":
+		changed, removed, err := sinks.Recompute(ctx, pool, tables)
+		if err != nil {
+			slog.Error("recompute failed", "error", err)
+			return exitFailed
+		}
+		fmt.Printf("recomputed %s from %s: %d accounts changed, %d removed\n", tables.Key(), tables.Ledger(), changed, removed)
+	case "convert":
+		to, err := sinks.ParseMode(*toMode)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "balancebeam convert: --to:", err)
+			return exitUsage
+		}
+		from, err := sinks.Convert(ctx, pool, tables, to)
+		if err != nil {
+			slog.Error("convert failed", "error", err)
+			return exitFailed
+		}
+		fmt.Printf("table %s: %s mode -> %s mode\n", tables.Key(), from, to)
+	}
+	return exitOK
+}
+
+func verifyCmd(args []string) int {
+	if len(args) > 0 {
+		fmt.Fprintf(os.Stderr, "balancebeam verify: unexpected arguments %q\n", args)
+		return exitUsage
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	dsn, err := databaseURL(ctx)
+	if err != nil {
+		slog.Error("no database", "error", err)
 		return exitUnverified
 	}
 	rep, err := verify.Run(ctx, verify.Options{DSN: dsn, Table: *table, BatchID: *batchID, MaxDiffs: *maxDiffs})
@@ -260,9 +309,6 @@ func dbCmd(args []string) int {
 		return exitUsage
 	}
 	sub := args[0]
-	if !parseFlags(args[1:]) {
-		return exitUsage
-	}
 	ctx := context.Background()
 	dir := filepath.Join(*stateDir, "pg")
 	switch sub {

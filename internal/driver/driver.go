@@ -44,8 +44,14 @@ type Options struct {
 	FlushRows int
 	// MaxRejects is how many rejected rows a run may have and still succeed.
 	MaxRejects Threshold
+	// Mode is how balances are written (default snapshot); a table keeps the
+	// mode of its first run.
+	Mode sinks.Mode
 	// FailAfterFlushes injects a sink fault (tests and chaos only).
 	FailAfterFlushes int
+	// SplitAccounts injects a broken partitioner that sends each account to
+	// two shards (tests and chaos only).
+	SplitAccounts bool
 	// Clock pins the batch timestamp of a new batch; nil means time.Now.
 	Clock func() time.Time
 	// Progress, when positive, logs a line at this interval while the
@@ -62,15 +68,16 @@ const DefaultShards = 4
 
 // Report is what a run did.
 type Report struct {
-	BatchID        int64     `json:"batch_id"`
-	Run            int       `json:"run"`
-	NewBatch       bool      `json:"new_batch"`
-	PreviousStatus string    `json:"previous_status,omitempty"`
-	PinnedAt       time.Time `json:"pinned_at"`
-	Table          string    `json:"table"`
-	Runner         string    `json:"runner"`
-	Shards         int       `json:"shards"`
-	Files          []string  `json:"files"`
+	BatchID        int64      `json:"batch_id"`
+	Run            int        `json:"run"`
+	NewBatch       bool       `json:"new_batch"`
+	PreviousStatus string     `json:"previous_status,omitempty"`
+	PinnedAt       time.Time  `json:"pinned_at"`
+	Table          string     `json:"table"`
+	Mode           sinks.Mode `json:"mode"`
+	Runner         string     `json:"runner"`
+	Shards         int        `json:"shards"`
+	Files          []string   `json:"files"`
 
 	RowsRead         int64            `json:"rows_read"`
 	RowsApplied      int64            `json:"rows_applied"`
@@ -80,7 +87,12 @@ type Report struct {
 	Accounts         int64            `json:"accounts"`
 	RowsUpserted     int64            `json:"rows_upserted"`
 	RowsStale        int64            `json:"rows_skipped_stale"`
-	Elapsed          time.Duration    `json:"elapsed_ns"`
+	// Ledger mode: transactions new to the ledger, already in it, and
+	// conflicting with it (rejected, counted in Rejected too).
+	LedgerInserted  int64         `json:"ledger_inserted,omitempty"`
+	LedgerKnown     int64         `json:"ledger_known,omitempty"`
+	LedgerConflicts int64         `json:"ledger_conflicts,omitempty"`
+	Elapsed         time.Duration `json:"elapsed_ns"`
 }
 
 // ErrTooManyRejects is returned (with a report) when a run rejected more
@@ -97,6 +109,12 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	if opts.Runner == "" {
 		opts.Runner = "prism"
+	}
+	if opts.Mode == "" {
+		opts.Mode = sinks.ModeSnapshot
+	}
+	if _, err := sinks.ParseMode(string(opts.Mode)); err != nil {
+		return nil, err
 	}
 	clock := opts.Clock
 	if clock == nil {
@@ -129,7 +147,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err := pool.Ping(ctx); err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", sinks.Redact(cleanDSN), err)
 	}
-	if err := sinks.EnsureSchema(ctx, pool, tables); err != nil {
+	if err := sinks.EnsureSchema(ctx, pool, tables, opts.Mode); err != nil {
 		return nil, err
 	}
 	reg := &sinks.Registry{Pool: pool, Tables: tables}
@@ -141,7 +159,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	rep := &Report{
 		BatchID: batch.ID, Run: batch.Run, NewBatch: batch.New, PreviousStatus: batch.PreviousStatus, PinnedAt: batch.PinnedAt,
-		Table: tables.Key(), Runner: opts.Runner, Shards: opts.Shards,
+		Table: tables.Key(), Mode: opts.Mode, Runner: opts.Runner, Shards: opts.Shards,
 	}
 	parse := opts.Parse.WithDefaults()
 	files := make([]transforms.FileSpec, len(m.Files))
@@ -156,12 +174,14 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 
 	p, s := beam.NewPipelineWithRoot()
 	pipeline.Build(s, pipeline.Config{
-		Files:  files,
-		Parse:  parse,
-		Shards: opts.Shards,
+		Files:         files,
+		Parse:         parse,
+		Shards:        opts.Shards,
+		SplitAccounts: opts.SplitAccounts,
 		Target: sinks.Target{
 			Conn:             sinks.Connection{DSN: cleanDSN, PasswordFile: opts.PasswordFile, MaxConns: 2},
 			Tables:           tables,
+			Mode:             opts.Mode,
 			BatchID:          batch.ID,
 			Run:              batch.Run,
 			PinnedAt:         batch.PinnedAt,
@@ -225,6 +245,9 @@ func checkMarks(ctx context.Context, reg *sinks.Registry, rep *Report, buckets i
 		rep.Accounts += m.Accounts
 		rep.RowsUpserted += m.Upserted
 		rep.RowsStale += m.Stale
+		rep.LedgerInserted += m.Inserted
+		rep.LedgerKnown += m.Known
+		rep.LedgerConflicts += m.Conflicts
 	}
 	var missing []int
 	for s, ok := range seen {
@@ -237,6 +260,9 @@ func checkMarks(ctx context.Context, reg *sinks.Registry, rep *Report, buckets i
 	}
 	m := marks[0]
 	rep.RowsRead, rep.RowsApplied, rep.Duplicates = m.RowsRead, m.Applied, m.Duplicates
+	if rep.Mode == sinks.ModeLedger {
+		rep.RowsApplied = rep.LedgerInserted // what this run added to the balances
+	}
 	if m.RowsRead != m.Applied+m.Duplicates+m.Rejected {
 		return fmt.Errorf("rows read %d != applied %d + duplicates %d + rejected %d", m.RowsRead, m.Applied, m.Duplicates, m.Rejected)
 	}
@@ -249,8 +275,13 @@ func checkMarks(ctx context.Context, reg *sinks.Registry, rep *Report, buckets i
 	for _, n := range byReason {
 		rep.Rejected += n
 	}
-	if rep.Rejected != m.Rejected {
-		return fmt.Errorf("%d rows were rejected but %d are stored in rejected_rows", m.Rejected, rep.Rejected)
+	if rep.Mode == sinks.ModeLedger {
+		if got := rep.LedgerInserted + rep.LedgerKnown + rep.LedgerConflicts; got != m.Applied {
+			return fmt.Errorf("the ledger accounted for %d transactions of %d", got, m.Applied)
+		}
+	}
+	if want := m.Rejected + rep.LedgerConflicts; rep.Rejected != want {
+		return fmt.Errorf("%d rows were rejected but %d are stored in rejected_rows", want, rep.Rejected)
 	}
 	return nil
 }

@@ -2,8 +2,6 @@ package verify_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"os"
@@ -404,96 +402,95 @@ func TestNothingToVerify(t *testing.T) {
 	}
 }
 
-// ledgerFixture builds a ledger-mode table by hand, as the ledger sink
-// writes it: batch 1 (a.csv) and batch 2 (b.csv alone, a late file: one
-// transaction known from batch 1, one new, one that conflicts with batch 1's
-// copy and is rejected across batches).
-func ledgerFixture(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	const hdr = "transaction_id,account_id,amount,timestamp\n"
-	files := map[string]string{
-		"a.csv": hdr + "t1,acc-a,1.00,2026-12-01T00:00:00Z\nt2,acc-a,2.00,2026-12-01T01:00:00Z\nt3,acc-b,3.00,2026-12-01T00:00:00Z\nbad,acc-b,x,2026-12-01T00:00:00Z\n",
-		"b.csv": hdr + "t3,acc-b,3.00,2026-12-01T00:00:00Z\nt4,acc-c,4.00,2026-12-02T00:00:00Z\nt2,acc-a,2.50,2026-12-01T01:00:00Z\n",
-	}
-	refs := map[string]string{}
-	for name, data := range files {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		sum := sha256.Sum256([]byte(data))
-		js, _ := json.Marshal([]verify.FileRef{{Path: p, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}})
-		refs[name] = string(js)
-	}
-	dsn := pgtest.New(t)
-	pool, err := sinks.OpenPool(context.Background(), sinks.Connection{DSN: dsn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	if err := sinks.EnsureSchema(context.Background(), pool, sinks.Tables{}); err != nil {
-		t.Fatal(err)
-	}
-	a, b := filepath.Join(dir, "a.csv"), filepath.Join(dir, "b.csv")
-	exec(t, dsn,
-		`CREATE TABLE IF NOT EXISTS balancebeam_tables (table_name text PRIMARY KEY, mode text NOT NULL)`,
-		`INSERT INTO balancebeam_tables VALUES ('accounts', 'ledger') ON CONFLICT (table_name) DO UPDATE SET mode = 'ledger'`,
-		`CREATE TABLE IF NOT EXISTS ledger (transaction_id text PRIMARY KEY, account_id text NOT NULL,
-			amount numeric(20,2) NOT NULL, txn_at timestamptz NOT NULL, batch_id bigint NOT NULL)`,
-		`INSERT INTO batches (batch_id, target_table, manifest_sha256, files, pinned_at, status) VALUES
-			(1, 'accounts', 'm1', '`+refs["a.csv"]+`', '2026-12-02T06:00:00Z', 'committed'),
-			(2, 'accounts', 'm2', '`+refs["b.csv"]+`', '2026-12-03T06:00:00Z', 'committed')`,
-		`INSERT INTO rejected_rows VALUES (1, '`+a+`', 5, 'bad_amount', 'x', 'bad,acc-b,x,2026-12-01T00:00:00Z'),
-			(2, '`+b+`', 4, 'conflicting_duplicate_across_batches', 'in the ledger from batch 1', 't2,acc-a,2.50,2026-12-01T01:00:00Z')`,
-		`INSERT INTO ledger VALUES ('t1', 'acc-a', 1.00, '2026-12-01T00:00:00Z', 1), ('t2', 'acc-a', 2.00, '2026-12-01T01:00:00Z', 1),
-			('t3', 'acc-b', 3.00, '2026-12-01T00:00:00Z', 1), ('t4', 'acc-c', 4.00, '2026-12-02T00:00:00Z', 2)`,
-		`INSERT INTO accounts VALUES ('acc-a', 3.00, 1, '2026-12-02T06:00:00Z', 2, '2026-12-01T01:00:00Z'),
-			('acc-b', 3.00, 1, '2026-12-02T06:00:00Z', 1, '2026-12-01T00:00:00Z'),
-			('acc-c', 4.00, 2, '2026-12-03T06:00:00Z', 1, '2026-12-02T00:00:00Z')`,
-	)
-	return dsn
-}
-
-// TestLedgerMode verifies a ledger table: the ledger against the files, the
-// accounts against the ledger the files give.
+// TestLedgerMode verifies real ledger-mode runs: the late file alone first,
+// then yesterday's files, then all of them again, and a file that gives a
+// known transaction other values (rejected across batches). Then it tampers
+// with the ledger and the accounts.
 func TestLedgerMode(t *testing.T) {
-	dsn := ledgerFixture(t)
+	dsn := pgtest.New(t)
+	ledger := func(inputs ...string) *driver.Report {
+		return runBatch(t, dsn, driver.Options{Inputs: inputs, Mode: sinks.ModeLedger})
+	}
+	ledger(day2)
+	if rep := verifyTable(t, dsn, verify.Options{}); rep.Mode != "ledger" || rep.Outcome() != verify.Equal || rep.Equal != 4 {
+		t.Fatalf("after the late file alone:\n%s", text(rep))
+	}
+	ledger(day1)
+	ledger(day1, day2)
+	dir := t.TempDir()
+	other := filepath.Join(dir, "other.csv")
+	if err := os.WriteFile(other, []byte("transaction_id,account_id,amount,timestamp\n"+
+		"t-0001,acc-alice,1.00,2026-12-01T09:00:00Z\nt-9001,acc-ivan,7.00,2026-12-02T09:00:00Z\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if rep := ledger(other); rep.RejectedByReason["conflicting_duplicate_across_batches"] != 1 {
+		t.Fatalf("the conflicting copy: %+v", rep)
+	}
 	rep := verifyTable(t, dsn, verify.Options{})
-	if rep.Mode != "ledger" || rep.Outcome() != verify.Equal || rep.Equal != 3 || rep.Ledger.Transactions != 4 || rep.Ledger.AcrossBatches != 1 {
-		t.Fatalf("ledger fixture:\n%s", text(rep))
+	if rep.Outcome() != verify.Equal || rep.Equal != 8 || rep.Ledger.Transactions != 15 || rep.Ledger.AcrossBatches != 1 || len(rep.Batches) != 4 {
+		t.Fatalf("after four ledger batches:\n%s", text(rep))
 	}
 	if _, err := verify.Run(context.Background(), verify.Options{DSN: dsn, BatchID: 1}); err == nil {
 		t.Error("--batch_id accepted on a ledger table")
 	}
 
 	exec(t, dsn,
-		`DELETE FROM ledger WHERE transaction_id = 't4'`,                                                    // lost transaction
-		`UPDATE ledger SET amount = 3.50 WHERE transaction_id = 't3'`,                                       // wrong transaction
-		`INSERT INTO ledger VALUES ('t9', 'acc-a', 9.00, '2026-12-01T00:00:00Z', 7)`,                        // unexpected transaction
-		`UPDATE accounts SET balance = 6.00, txn_count = 4 WHERE account_id = 'acc-a'`,                      // doubled account
-		`INSERT INTO accounts VALUES ('acc-z', 1.00, 1, '2026-12-02T06:00:00Z', 1, '2026-12-01T00:00:00Z')`, // unexpected account
+		`DELETE FROM ledger WHERE transaction_id = 't-0202'`,                                                             // lost transaction
+		`UPDATE ledger SET amount = amount + 1 WHERE transaction_id = 't-0004'`,                                          // wrong transaction
+		`INSERT INTO ledger SELECT 't-9999', account_id, amount, txn_at, 77 FROM ledger WHERE transaction_id = 't-0001'`, // unexpected transaction
+		`UPDATE accounts SET balance = balance * 2, txn_count = txn_count * 2 WHERE account_id = 'acc-frank'`,            // doubled account
+		`DELETE FROM accounts WHERE account_id = 'acc-ivan'`,                                                             // lost account
+		`INSERT INTO accounts SELECT 'acc-zed', 1, batch_id, last_updated, 1, last_txn_at FROM accounts LIMIT 1`,         // unexpected account
 	)
 	rep = verifyTable(t, dsn, verify.Options{})
 	l := rep.Ledger
 	if l.Lost != 1 || l.Wrong != 1 || l.Unexpected != 1 || rep.Outcome() != verify.Different {
 		t.Errorf("ledger check %+v:\n%s", l, text(rep))
 	}
-	// acc-b and acc-c still hold what the files say, so the tampered ledger
-	// rows do not show in them; acc-a is doubled, acc-z unexpected.
-	want := map[string]verify.Kind{"acc-a": verify.Doubled, "acc-z": verify.Unexpected}
+	// The accounts: acc-heidi (t-0202) and the account of t-0004 still hold
+	// what the files say, so the tampered ledger rows show in the ledger
+	// check only.
+	want := map[string]verify.Kind{"acc-frank": verify.Doubled, "acc-ivan": verify.Lost, "acc-zed": verify.Unexpected}
 	if got := kinds(rep); !reflect.DeepEqual(got, want) {
 		t.Errorf("kinds %v, want %v:\n%s", got, want, text(rep))
 	}
-	for _, s := range []string{"ledger   4 transactions: 1 lost, 1 unexpected, 1 wrong", "lost t4: committed batch 2's files give (acc-c, 4.00",
-		"wrong t3: the ledger has (acc-b, 3.50", "unexpected t9: batch 7 is not a registered batch"} {
+	for _, s := range []string{"ledger   15 transactions: 1 lost, 1 unexpected, 1 wrong", "lost t-0202: committed batch",
+		"wrong t-0004: the ledger has", "unexpected t-9999: batch 77 is not a registered batch"} {
 		if !strings.Contains(text(rep), s) {
 			t.Errorf("text lacks %q:\n%s", s, text(rep))
 		}
 	}
-	// An account gone from the table.
-	exec(t, dsn, `DELETE FROM accounts WHERE account_id = 'acc-c'`)
-	if rep := verifyTable(t, dsn, verify.Options{}); rep.Counts[verify.Lost] != 1 || kinds(rep)["acc-c"] != verify.Lost {
-		t.Errorf("account gone:\n%s", text(rep))
+	// Rebuilt from the tampered ledger, the accounts follow the ledger, so
+	// they now differ from the files where the ledger does: acc-carol
+	// (t-0004) is wrong and acc-heidi (t-0202, its only transaction) lost.
+	exec(t, dsn, `DELETE FROM ledger WHERE transaction_id = 't-9999'`)
+	pool, err := sinks.OpenPool(context.Background(), sinks.Connection{DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, _, err := sinks.Recompute(context.Background(), pool, sinks.Tables{}); err != nil {
+		t.Fatal(err)
+	}
+	rep = verifyTable(t, dsn, verify.Options{})
+	if got := kinds(rep); !reflect.DeepEqual(got, map[string]verify.Kind{"acc-carol": verify.Wrong, "acc-heidi": verify.Lost}) {
+		t.Errorf("after recompute from the tampered ledger: %v\n%s", got, text(rep))
+	}
+}
+
+// TestLWWMode: last-write-wins lets an older batch's rerun overwrite a newer
+// batch; verify reports those accounts as stale.
+func TestLWWMode(t *testing.T) {
+	dsn := pgtest.New(t)
+	lww := func(inputs ...string) { runBatch(t, dsn, driver.Options{Inputs: inputs, Mode: sinks.ModeLWW}) }
+	lww(day1)
+	lww(day1, day2)
+	if rep := verifyTable(t, dsn, verify.Options{}); rep.Mode != "lww" || rep.Outcome() != verify.Equal || rep.Equal != 7 {
+		t.Fatalf("in order:\n%s", text(rep))
+	}
+	lww(day1) // batch 1 again, after batch 2
+	rep := verifyTable(t, dsn, verify.Options{})
+	if got := counts(rep); !reflect.DeepEqual(got, map[verify.Kind]int64{verify.Stale: 6}) || rep.Equal != 1 {
+		t.Errorf("an older batch after a newer one: %v\n%s", got, text(rep))
 	}
 }
