@@ -71,6 +71,7 @@ var (
 	jsonReport   = flag.Bool("json", false, "print the run report as JSON")
 	progressInt  = flag.Duration("progress", 10*time.Second, "log progress at this interval while the pipeline runs (0: never)")
 	maxDiffs     = flag.Int("max_diffs", verify.DefaultMaxDiffs, "verify: how many differences to list")
+	history      = flag.Bool("history", false, "verify: compare every account with all the distinct transactions of every committed batch, not only the batch that wrote it")
 )
 
 func init() {
@@ -83,7 +84,7 @@ func usage() {
 
 Usage:
   balancebeam [run] --input 'day1/*.csv' [--database postgres://...] [--mode ledger|snapshot|lww] [flags]
-  balancebeam verify [--database postgres://...] [--table T] [--batch_id N] [--json] [--max_diffs N]
+  balancebeam verify [--database postgres://...] [--table T] [--batch_id N | --history] [--json] [--max_diffs N]
   balancebeam recompute [--table T]         rebuild a ledger table's balances from its ledger
   balancebeam convert --to MODE [--table T] switch a table to another mode
   balancebeam db status|stop [--state_dir DIR]
@@ -95,7 +96,7 @@ changed, or no database).
 Flags of balancebeam (Beam's own flags, such as --runner, are accepted too):
 `)
 	for _, name := range []string{"input", "database", "database_password_file", "table", "mode", "to", "shards", "batch_id",
-		"max_rejects", "flush_rows", "dedup_buckets", "state_dir", "json", "max_diffs", "progress", "log_level", "runner"} {
+		"max_rejects", "flush_rows", "dedup_buckets", "state_dir", "json", "max_diffs", "history", "progress", "log_level", "runner"} {
 		if f := flag.Lookup(name); f != nil {
 			fmt.Fprintf(out, "  --%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
 		}
@@ -281,7 +282,7 @@ func verifyCmd(args []string) int {
 		slog.Error("no database", "error", err)
 		return exitUnverified
 	}
-	rep, err := verify.Run(ctx, verify.Options{DSN: dsn, Table: *table, BatchID: *batchID, MaxDiffs: *maxDiffs})
+	rep, err := verify.Run(ctx, verify.Options{DSN: dsn, Table: *table, BatchID: *batchID, MaxDiffs: *maxDiffs, History: *history})
 	if err != nil {
 		slog.Error("verify failed", "database", sinks.Redact(dsn), "error", err)
 		return exitUnverified

@@ -11,8 +11,11 @@ import (
 // WriteText writes the report for a person to read.
 func (r *Report) WriteText(w io.Writer) {
 	scope := "the table's current state"
-	if r.BatchID != 0 {
+	switch {
+	case r.BatchID != 0:
 		scope = fmt.Sprintf("batch %d", r.BatchID)
+	case r.History:
+		scope = "against every committed batch's transactions"
 	}
 	fmt.Fprintf(w, "verify %s (%s mode), %s: %d accounts compared, %d equal\n", r.Table, r.Mode, scope, r.Accounts, r.Equal)
 	for _, b := range r.Batches {
@@ -53,6 +56,8 @@ func (r *Report) WriteText(w io.Writer) {
 	case Equal:
 		if r.BatchID != 0 {
 			fmt.Fprintf(w, "EQUAL: every account of batch %d is as its files say\n", r.BatchID)
+		} else if r.History || r.Mode == ModeLedger {
+			fmt.Fprintln(w, "EQUAL: every account holds the distinct transactions of the committed batches' files")
 		} else {
 			fmt.Fprintln(w, "EQUAL: every account is as the files of the batch that wrote it say")
 		}

@@ -51,6 +51,12 @@ type Options struct {
 	MaxDiffs int
 	// Open reads an input file; nil reads local files.
 	Open Opener
+	// History (snapshot and lww tables) compares every account with all the
+	// distinct transactions of every committed batch's files, as a ledger
+	// would hold them, instead of with the batch that wrote it: it finds
+	// balances that a batch without the account's whole history (a late
+	// file run alone) left short.
+	History bool
 }
 
 // Kind classifies an account that is not as its inputs say.
@@ -58,16 +64,17 @@ type Kind string
 
 // The kinds of difference. Each differing account has exactly one.
 const (
-	// Lost: the account is missing from the table, but a committed batch's
-	// files give it a balance.
+	// Lost: transactions are missing: the account is not in the table
+	// though a committed batch's files give it a balance, or its row counts
+	// fewer transactions than its inputs have for it.
 	Lost Kind = "lost"
 	// Doubled: the row counts transactions more than once: its txn_count is
 	// larger than the number of distinct transactions its batch has for the
 	// account, or its balance is a whole multiple (2x or more) of the
 	// expected non-zero balance.
 	Doubled Kind = "doubled"
-	// Wrong: any other difference in balance, txn_count, last_txn_at or
-	// last_updated.
+	// Wrong: any other difference in balance, txn_count, last_txn_at,
+	// last_updated or (ledger mode) batch_id.
 	Wrong Kind = "wrong"
 	// Stale: the row was written by an older batch than the newest committed
 	// batch whose files have the account: that batch should have replaced it.
@@ -147,6 +154,9 @@ type Report struct {
 	Mode  string `json:"mode"`
 	// BatchID is the batch verified alone, or 0 for the table's state.
 	BatchID int64 `json:"batch_id,omitempty"`
+	// History is set when the accounts were compared with every committed
+	// batch's transactions (Options.History).
+	History bool `json:"history,omitempty"`
 	// NewestCommitted is the newest committed batch of the table (0: none).
 	NewestCommitted int64        `json:"newest_committed"`
 	Batches         []BatchCheck `json:"batches"`
@@ -266,16 +276,21 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if mode == "" {
 		mode = ModeSnapshot
 	}
-	rep := &Report{Table: t.key, Mode: mode, BatchID: opts.BatchID, Counts: map[Kind]int64{}}
+	rep := &Report{Table: t.key, Mode: mode, BatchID: opts.BatchID, History: opts.History, Counts: map[Kind]int64{}}
 	for _, k := range Kinds() {
 		rep.Counts[k] = 0
 	}
 	v := &verifier{opts: opts, t: t, conn: c, rep: rep}
-	switch mode {
-	case ModeSnapshot, ModeLWW:
+	if opts.History && opts.BatchID != 0 {
+		return nil, fmt.Errorf("history and a batch id do not go together: the history is every committed batch")
+	}
+	switch {
+	case opts.History && mode != ModeLedger:
+		err = v.history(ctx)
+	case mode == ModeSnapshot || mode == ModeLWW:
 		err = v.snapshot(ctx)
-	case ModeLedger:
-		err = v.ledger(ctx)
+	case mode == ModeLedger:
+		err = v.ledger(ctx) // a ledger is checked against the history always
 	default:
 		// The seam for the other modes: each gets a method of its own.
 		err = fmt.Errorf("table %s is in %s mode, which verify does not know", t.key, mode)
@@ -546,7 +561,8 @@ func (v *verifier) compare(r Row, bc *BatchCheck) {
 	v.add(Diff{Account: r.Account, Kind: kind, Table: tableValues(r), Expected: expectedValues(bc, s), Detail: detail})
 }
 
-// classify compares a row with its expected sum: "" when equal.
+// classify compares a row with its expected sum: "" when equal. A zero
+// pinnedAt leaves last_updated unchecked.
 func classify(r Row, s Sum, pinnedAt time.Time) (Kind, string) {
 	cents, err := txnfile.ParseCents(r.Balance)
 	balanceOK := err == nil && cents == s.Cents
@@ -560,7 +576,7 @@ func classify(r Row, s Sum, pinnedAt time.Time) (Kind, string) {
 	if r.LastTxnAt.UnixMicro() != s.LatestMicros {
 		diffs = append(diffs, "last_txn_at")
 	}
-	if r.LastUpdated.UnixMicro() != pinnedAt.UnixMicro() {
+	if !pinnedAt.IsZero() && r.LastUpdated.UnixMicro() != pinnedAt.UnixMicro() {
 		diffs = append(diffs, "last_updated")
 	}
 	if len(diffs) == 0 {
@@ -575,6 +591,9 @@ func classify(r Row, s Sum, pinnedAt time.Time) (Kind, string) {
 	}
 	if err == nil && s.Cents != 0 && cents != s.Cents && cents%s.Cents == 0 && cents/s.Cents >= 2 {
 		return Doubled, fmt.Sprintf("%s: the balance is %d times the expected one", detail, cents/s.Cents)
+	}
+	if r.TxnCount < s.Count {
+		return Lost, fmt.Sprintf("%s: %d transactions counted, the files have %d", detail, r.TxnCount, s.Count)
 	}
 	return Wrong, detail
 }

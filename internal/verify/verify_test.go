@@ -494,3 +494,31 @@ func TestLWWMode(t *testing.T) {
 		t.Errorf("an older batch after a newer one: %v\n%s", got, text(rep))
 	}
 }
+
+// TestHistory: a late file run alone in snapshot mode leaves balances that
+// match the batch that wrote them but miss yesterday's transactions; the
+// history check finds them.
+func TestHistory(t *testing.T) {
+	dsn := pgtest.New(t)
+	runBatch(t, dsn, driver.Options{Inputs: []string{day1}})
+	runBatch(t, dsn, driver.Options{Inputs: []string{day2}}) // alone: a partial sum
+	if rep := verifyTable(t, dsn, verify.Options{}); rep.Outcome() != verify.Equal {
+		t.Errorf("by the batch that wrote each row:\n%s", text(rep))
+	}
+	rep := verifyTable(t, dsn, verify.Options{History: true})
+	want := map[string]verify.Kind{"acc-alice": verify.Lost, "acc-bob": verify.Lost, "acc-dave": verify.Lost}
+	if got := kinds(rep); !reflect.DeepEqual(got, want) || rep.Equal != 4 || !rep.History {
+		t.Errorf("history: %v, %d equal\n%s", got, rep.Equal, text(rep))
+	}
+	if !strings.Contains(text(rep), "against every committed batch's transactions") {
+		t.Errorf("text:\n%s", text(rep))
+	}
+	// Run together, the late file and yesterday's give the whole history.
+	runBatch(t, dsn, driver.Options{Inputs: []string{day1, day2}})
+	if rep := verifyTable(t, dsn, verify.Options{History: true}); rep.Outcome() != verify.Equal || rep.Equal != 7 {
+		t.Errorf("after day1+day2 together:\n%s", text(rep))
+	}
+	if _, err := verify.Run(context.Background(), verify.Options{DSN: dsn, History: true, BatchID: 1}); err == nil {
+		t.Error("history with a batch id accepted")
+	}
+}
