@@ -310,6 +310,14 @@ func dbCmd(args []string) int {
 		return exitUsage
 	}
 	sub := args[0]
+	// Flags after the sub-command (db stop --state_dir DIR).
+	if err := flag.CommandLine.Parse(args[1:]); err != nil {
+		return exitUsage
+	}
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "balancebeam db %s: unexpected arguments %q\n", sub, flag.Args())
+		return exitUsage
+	}
 	ctx := context.Background()
 	dir := filepath.Join(*stateDir, "pg")
 	switch sub {
