@@ -176,6 +176,8 @@ type Report struct {
 	Ledger *LedgerCheck `json:"ledger,omitempty"`
 	// Notes are facts worth knowing that are not differences.
 	Notes []string `json:"notes,omitempty"`
+	// Result is Outcome as text: equal, different or unverified.
+	Result string `json:"result"`
 }
 
 // Outcome sums a report up.
@@ -191,6 +193,17 @@ const (
 	// Different: at least one difference.
 	Different
 )
+
+func (o Outcome) String() string {
+	switch o {
+	case Equal:
+		return "equal"
+	case Unverifiable:
+		return "unverified"
+	default:
+		return "different"
+	}
+}
 
 // Outcome returns the report's outcome.
 func (r *Report) Outcome() Outcome {
@@ -298,6 +311,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	rep.Result = rep.Outcome().String()
 	return rep, nil
 }
 

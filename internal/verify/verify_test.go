@@ -235,7 +235,8 @@ func TestDetectsEveryKind(t *testing.T) {
 	}
 	// JSON names the kinds.
 	js, err := json.Marshal(rep)
-	if err != nil || !strings.Contains(string(js), `"kind":"doubled"`) || !strings.Contains(string(js), `"lost":1`) {
+	if err != nil || !strings.Contains(string(js), `"kind":"doubled"`) || !strings.Contains(string(js), `"lost":1`) ||
+		!strings.Contains(string(js), `"result":"different"`) {
 		t.Errorf("json: %v %s", err, js)
 	}
 }
