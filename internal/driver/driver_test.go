@@ -710,9 +710,18 @@ func TestFileChangedWhileRead(t *testing.T) {
 			"changed since its batch was registered: size was"},
 		{"removed", os.Remove, "no such file"},
 	}
+	type setup struct {
+		runner string
+		mode   sinks.Mode
+	}
+	setups := []setup{{"direct", sinks.ModeLedger}}
 	for _, runner := range testRunners {
+		setups = append(setups, setup{runner, sinks.ModeSnapshot})
+	}
+	for _, su := range setups {
+		runner := su.runner
 		for _, tt := range tests {
-			t.Run(runner+"/"+tt.name, func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s/%s/%s", runner, su.mode, tt.name), func(t *testing.T) {
 				dir := t.TempDir()
 				good := filepath.Join(dir, "a-good.csv")
 				changing := filepath.Join(dir, "b-changing.csv")
@@ -723,7 +732,7 @@ func TestFileChangedWhileRead(t *testing.T) {
 				}
 				dsn := pgtest.New(t)
 				opts := Options{Inputs: []string{filepath.Join(dir, "*.csv")}, Runner: runner, DSN: dsn, Clock: clock(t),
-					MaxRejects: Threshold{Count: 10},
+					MaxRejects: Threshold{Count: 10}, Mode: su.mode,
 					AfterRegister: func(files []manifest.File) {
 						if len(files) != 2 || files[1].Path != changing {
 							t.Errorf("manifest %+v", files)
@@ -741,6 +750,11 @@ func TestFileChangedWhileRead(t *testing.T) {
 				}
 				if n := count(t, dsn, "SELECT count(*) FROM rejected_rows"); n != 0 {
 					t.Errorf("%d rejected rows written", n)
+				}
+				if su.mode == sinks.ModeLedger {
+					if n := count(t, dsn, "SELECT count(*) FROM ledger"); n != 0 {
+						t.Errorf("%d ledger rows written", n)
+					}
 				}
 				if s := batchStatus(t, dsn, 1); s != "failed" {
 					t.Errorf("status %q", s)
