@@ -172,7 +172,7 @@ func (w *BalanceWriterFn) flush(ctx context.Context) error {
 	// (Totals rows and ledger entries arrive sorted by account.)
 	var got counts
 	n := len(w.rows) + len(w.entries)
-	err := w.Retry.do(ctx, fmt.Sprintf("write %d %s rows to %s (batch %d)", n, w.Mode, w.Tables.Key(), w.BatchID), func() error {
+	err := w.Retry.Do(ctx, fmt.Sprintf("write %d %s rows to %s (batch %d)", n, w.Mode, w.Tables.Key(), w.BatchID), func() error {
 		got = counts{}
 		return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
 			var err error

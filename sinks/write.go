@@ -154,7 +154,7 @@ func (w *RejectWriterFn) flush(ctx context.Context) error {
 		return nil
 	}
 	rows := w.buf
-	err := w.Retry.do(ctx, fmt.Sprintf("write %d rejected rows (batch %d)", len(rows), w.BatchID), func() error {
+	err := w.Retry.Do(ctx, fmt.Sprintf("write %d rejected rows (batch %d)", len(rows), w.BatchID), func() error {
 		return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
 			return insertRejects(ctx, tx, w.Tables, w.BatchID, rows)
 		})

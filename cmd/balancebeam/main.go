@@ -30,6 +30,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners" // --runner
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
 
+	"github.com/balancebeam/balancebeam/internal/chaos"
 	"github.com/balancebeam/balancebeam/internal/driver"
 	"github.com/balancebeam/balancebeam/internal/localpg"
 	"github.com/balancebeam/balancebeam/internal/logs"
@@ -72,6 +73,13 @@ var (
 	progressInt  = flag.Duration("progress", 10*time.Second, "log progress at this interval while the pipeline runs (0: never)")
 	maxDiffs     = flag.Int("max_diffs", verify.DefaultMaxDiffs, "verify: how many differences to list")
 	history      = flag.Bool("history", false, "verify: compare every account with all the distinct transactions of every committed batch, not only the batch that wrote it")
+
+	chaosSeed      = flag.Int64("seed", 1, "with chaos: the seed of the data and of every fault (replays a matrix)")
+	chaosLarge     = flag.Bool("large", false, "with chaos: the large matrix (200k rows) instead of the CI one (4k rows)")
+	chaosScenarios = flag.String("scenarios", "", "with chaos: comma-separated scenarios (default all)")
+	chaosModes     = flag.String("modes", "", "with chaos: comma-separated modes (default all)")
+	chaosRunners   = flag.String("runners", "direct,prism", "with chaos: comma-separated runners")
+	chaosMarkdown  = flag.String("markdown", "", "with chaos: also write the matrix as Markdown to this file")
 )
 
 func init() {
@@ -87,6 +95,8 @@ Usage:
   balancebeam verify [--database postgres://...] [--table T] [--batch_id N | --history] [--json] [--max_diffs N]
   balancebeam recompute [--table T]         rebuild a ledger table's balances from its ledger
   balancebeam convert --to MODE [--table T] switch a table to another mode
+  balancebeam chaos [--seed N] [--large] [--scenarios a,b] [--modes m] [--runners r] [--markdown F]
+                                            the fault matrix on a throwaway PostgreSQL
   balancebeam db status|stop [--state_dir DIR]
 
 verify recomputes the balances from the batches' registered input files, without Beam, and
@@ -131,11 +141,12 @@ func main() {
 		"verify":    verifyCmd,
 		"recompute": func(args []string) int { return tableCmd("recompute", args) },
 		"convert":   func(args []string) int { return tableCmd("convert", args) },
+		"chaos":     chaosCmd,
 		"help":      func([]string) int { usage(); return exitOK },
 	}
 	run, ok := commands[cmd]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "balancebeam: unknown command %q (want run, verify, recompute, convert or db)\n", cmd)
+		fmt.Fprintf(os.Stderr, "balancebeam: unknown command %q (want run, verify, recompute, convert, chaos or db)\n", cmd)
 		os.Exit(exitUsage)
 	}
 	os.Exit(run(rest))
@@ -302,6 +313,81 @@ func verifyCmd(args []string) int {
 	default:
 		return exitUnverified
 	}
+}
+
+// chaosCmd runs the fault matrix and exits non-zero when a cell does not
+// come out as the guarantee table claims.
+func chaosCmd(args []string) int {
+	if len(args) > 0 {
+		fmt.Fprintf(os.Stderr, "balancebeam chaos: unexpected arguments %q\n", args)
+		return exitUsage
+	}
+	self, err := os.Executable()
+	if err != nil {
+		slog.Error("chaos: cannot find this program to start its child processes", "error", err)
+		return exitFailed
+	}
+	logs.QuietBeamErrors() // failing bundles are the point; each cell reports its outcome
+	opts := chaos.Small
+	if *chaosLarge {
+		opts = chaos.Large
+	}
+	opts.Seed, opts.Self, opts.Log = *chaosSeed, self, os.Stderr
+	opts.Scenarios = splitList(*chaosScenarios)
+	opts.Runners = splitList(*chaosRunners)
+	for _, m := range splitList(*chaosModes) {
+		mode, err := sinks.ParseMode(m)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "balancebeam chaos: --modes:", err)
+			return exitUsage
+		}
+		opts.Modes = append(opts.Modes, mode)
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	start := time.Now()
+	cells, err := chaos.Run(ctx, opts)
+	fmt.Printf("\nchaos matrix, seed %d, %d rows over %d accounts in %d files, %s:\n\n", opts.Seed, opts.Rows, opts.Accounts, opts.Files, time.Since(start).Round(time.Second))
+	chaos.WriteText(os.Stdout, cells)
+	if *chaosMarkdown != "" {
+		f, ferr := os.Create(*chaosMarkdown)
+		if ferr == nil {
+			fmt.Fprintf(f, "Seed %d, %d rows over %d accounts in %d files.\n\n", opts.Seed, opts.Rows, opts.Accounts, opts.Files)
+			chaos.WriteMarkdown(f, cells)
+			ferr = f.Close()
+		}
+		if ferr != nil {
+			slog.Error("write the Markdown matrix", "error", ferr)
+		}
+	}
+	if err != nil {
+		slog.Error("chaos run stopped", "error", err)
+		return exitFailed
+	}
+	failed := 0
+	for _, c := range cells {
+		if !c.OK() {
+			failed++
+			fmt.Printf("\nFAILED: %s / %s / %s: replay with: balancebeam chaos --seed %d --scenarios %s --modes %s --runners %s\n  note: %s\n",
+				c.Scenario, c.Mode, c.Runner, opts.Seed, c.Scenario, c.Mode, c.Runner, c.Note)
+		}
+	}
+	if failed > 0 {
+		fmt.Printf("\n%d of %d cells did not come out as claimed\n", failed, len(cells))
+		return exitFailed
+	}
+	fmt.Printf("\nall %d cells came out as the guarantee table claims\n", len(cells))
+	return exitOK
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func dbCmd(args []string) int {

@@ -95,6 +95,12 @@ type Report struct {
 	Elapsed         time.Duration `json:"elapsed_ns"`
 }
 
+// ErrIncompleteRun is returned when the runner reported success but the
+// run's marks show that part of the batch was not written (a runner that lost
+// or duplicated data, as Prism 2.62 can on a failed bundle). The batch is not
+// committed; rerunning it repairs the table.
+var ErrIncompleteRun = errors.New("the runner reported success but the run is incomplete")
+
 // ErrTooManyRejects is returned (with a report) when a run rejected more
 // rows than Options.MaxRejects allows. The batch is committed all the same:
 // the balances are right for the rows that were valid.
@@ -147,14 +153,21 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err := pool.Ping(ctx); err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", sinks.Redact(cleanDSN), err)
 	}
-	if err := sinks.EnsureSchema(ctx, pool, tables, opts.Mode); err != nil {
+	// The driver's own statements ride out a dropped connection or a database
+	// restart like the sinks' do; each is idempotent.
+	retry := sinks.DefaultRetry
+	if err := retry.Do(ctx, "create schema", func() error { return sinks.EnsureSchema(ctx, pool, tables, opts.Mode) }); err != nil {
 		return nil, err
 	}
 	reg := &sinks.Registry{Pool: pool, Tables: tables}
-	batch, err := reg.Register(ctx, sinks.BatchRequest{
-		ManifestSHA256: m.SHA256, Files: m.Files, PinnedAt: clock(), ForceID: opts.BatchID,
-	})
-	if err != nil {
+	pinnedAt := clock()
+	var batch sinks.Batch
+	if err := retry.Do(ctx, "register the batch", func() (err error) {
+		batch, err = reg.Register(ctx, sinks.BatchRequest{
+			ManifestSHA256: m.SHA256, Files: m.Files, PinnedAt: pinnedAt, ForceID: opts.BatchID,
+		})
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	rep := &Report{
@@ -196,22 +209,18 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	stop()
 	if err != nil {
 		err = fmt.Errorf("batch %d: pipeline failed: %w", batch.ID, err)
-		if ferr := reg.Fail(context.WithoutCancel(ctx), batch.ID, err); ferr != nil {
-			slog.Error("could not record the failure", "batch", batch.ID, "error", ferr)
-		}
+		fail(context.WithoutCancel(ctx), reg, batch.ID, err)
 		return nil, err
 	}
 
 	// The report comes from the database, not from runner metrics.
-	if err := checkMarks(ctx, reg, rep, parse.Buckets); err != nil {
-		err = fmt.Errorf("batch %d: the runner reported success, but %w; the batch is not committed: run it again", batch.ID, err)
-		if ferr := reg.Fail(context.WithoutCancel(ctx), batch.ID, err); ferr != nil {
-			slog.Error("could not record the failure", "batch", batch.ID, "error", ferr)
-		}
+	if err := retry.Do(ctx, "check the run's marks", func() error { return checkMarks(ctx, reg, rep, parse.Buckets) }); err != nil {
+		err = fmt.Errorf("batch %d: %w: %w; the batch is not committed: run it again", batch.ID, ErrIncompleteRun, err)
+		fail(context.WithoutCancel(ctx), reg, batch.ID, err)
 		return nil, err
 	}
 	rep.Elapsed = time.Since(start)
-	if err := reg.Commit(ctx, batch.ID, rep); err != nil {
+	if err := retry.Do(ctx, "commit the batch", func() error { return reg.Commit(ctx, batch.ID, rep) }); err != nil {
 		return nil, err
 	}
 	if allowed := opts.MaxRejects.Allowed(rep.RowsRead); rep.Rejected > allowed {
@@ -219,6 +228,14 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			ErrTooManyRejects, rep.Rejected, opts.MaxRejects, batch.ID)
 	}
 	return rep, nil
+}
+
+// fail records a failed run, retrying like the other statements.
+func fail(ctx context.Context, reg *sinks.Registry, batch int64, cause error) {
+	retry := sinks.DefaultRetry
+	if err := retry.Do(ctx, "record the failure", func() error { return reg.Fail(ctx, batch, cause) }); err != nil {
+		slog.Error("could not record the failure", "batch", batch, "error", err)
+	}
 }
 
 // checkMarks accepts a run only if every shard wrote its mark row in this
@@ -230,6 +247,8 @@ func checkMarks(ctx context.Context, reg *sinks.Registry, rep *Report, buckets i
 	if err != nil {
 		return err
 	}
+	rep.Accounts, rep.RowsUpserted, rep.RowsStale = 0, 0, 0
+	rep.LedgerInserted, rep.LedgerKnown, rep.LedgerConflicts = 0, 0, 0
 	seen := make([]bool, rep.Shards)
 	for i, m := range marks {
 		if m.Shard < 0 || m.Shard >= rep.Shards {
