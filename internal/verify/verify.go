@@ -231,6 +231,33 @@ func (r *Report) Outcome() Outcome {
 	return Equal
 }
 
+// Summary is the outcome in one line: "equal", or the counts of what
+// differs (for callers such as the chaos matrix that keep one line a table).
+func (r *Report) Summary() string {
+	o := r.Outcome()
+	if o == Equal {
+		return o.String()
+	}
+	var parts []string
+	for _, k := range Kinds() {
+		if n := r.Counts[k]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, k))
+		}
+	}
+	if l := r.Ledger; l != nil && l.differences() > 0 {
+		parts = append(parts, fmt.Sprintf("ledger: %d lost, %d unexpected, %d wrong transactions", l.Lost, l.Unexpected, l.Wrong))
+	}
+	for _, b := range r.Batches {
+		if len(b.Problems) > 0 {
+			parts = append(parts, fmt.Sprintf("batch %d: %s", b.BatchID, strings.Join(b.Problems, "; ")))
+		}
+		if len(b.FileProblems) > 0 {
+			parts = append(parts, fmt.Sprintf("batch %d: %d files gone or changed", b.BatchID, len(b.FileProblems)))
+		}
+	}
+	return o.String() + ": " + strings.Join(parts, ", ")
+}
+
 // Differences is the number of accounts that differ (unverified ones not
 // counted).
 func (r *Report) Differences() int64 {

@@ -153,7 +153,7 @@ func TestEqualAfterRealRuns(t *testing.T) {
 			if rep.Outcome() != verify.Equal || rep.Accounts != 7 || rep.Equal != 7 || rep.NewestCommitted != 2 {
 				t.Fatalf("after the late batch:\n%s", text(rep))
 			}
-			if !strings.Contains(text(rep), "EQUAL: every account is as the files of the batch that wrote it say") {
+			if !strings.Contains(text(rep), "EQUAL: every account is as the files of the batch that wrote it say") || rep.Summary() != "equal" {
 				t.Errorf("text:\n%s", text(rep))
 			}
 
@@ -232,6 +232,9 @@ func TestDetectsEveryKind(t *testing.T) {
 	if len(short.Diffs) != 2 || short.Diffs[0].Account != "acc-alice" || short.Diffs[1].Account != "acc-bob" ||
 		!reflect.DeepEqual(counts(short), wantCounts) {
 		t.Errorf("max 2 diffs: %+v, counts %v", short.Diffs, counts(short))
+	}
+	if got, want := rep.Summary(), "different: 1 lost, 3 doubled, 2 wrong, 1 stale, 2 unexpected"; got != want {
+		t.Errorf("summary %q, want %q", got, want)
 	}
 	// JSON names the kinds.
 	js, err := json.Marshal(rep)
