@@ -236,3 +236,19 @@ func (r *Registry) ShardMarks(ctx context.Context, id int64, run int) ([]ShardMa
 	}
 	return marks, nil
 }
+
+// BatchFiles returns the file list a batch was registered with, as stored
+// (JSON), or nil if there is no such batch.
+func (r *Registry) BatchFiles(ctx context.Context, id int64) ([]byte, error) {
+	var table, hash, status string
+	var pinnedAt time.Time
+	var files []byte
+	err := r.Pool.QueryRow(ctx, r.Tables.batchByIDSQL(), id).Scan(&table, &hash, &pinnedAt, &status, &files)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up batch %d: %w", id, err)
+	}
+	return files, nil
+}

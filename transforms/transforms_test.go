@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
+	"hash/crc32"
 	"hash/fnv"
 	"math"
 	"os"
@@ -266,6 +268,20 @@ func TestParseStreamChangedFile(t *testing.T) {
 	}
 	if _, err := ParseStream(strings.NewReader(""), FileSpec{Path: "e.csv"}, 4, 1<<20, func(int, Block) {}); err == nil || !strings.Contains(err.Error(), "no header") {
 		t.Errorf("empty file: %v", err)
+	}
+
+	// A GCS object is checked by its size and CRC32C.
+	object := FileSpec{Path: "gs://b/f.csv", Size: int64(len(data)), Generation: 7,
+		CRC32C: encodeCRC32C(crc32.Checksum([]byte(data), crc32.MakeTable(crc32.Castagnoli)))}
+	if _, err := ParseStream(strings.NewReader(data), object, 4, 1<<20, func(int, Block) {}); err != nil {
+		t.Errorf("unchanged object: %v", err)
+	}
+	_, err := ParseStream(strings.NewReader(changed), object, 4, 1<<20, func(int, Block) {})
+	if !errors.Is(err, ErrChanged) || !strings.Contains(err.Error(), "gs://b/f.csv changed since its batch was registered: crc32c was "+object.CRC32C+", read ") {
+		t.Errorf("changed object: %v", err)
+	}
+	if got := encodeCRC32C(crc32.Checksum([]byte("hello world"), crc32.MakeTable(crc32.Castagnoli))); got != "yZRlqg==" {
+		t.Errorf("crc32c of hello world %s, want GCS's yZRlqg==", got)
 	}
 }
 

@@ -131,7 +131,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return nil, err
 	}
 
-	m, err := manifest.Build(manifest.SplitPatterns(opts.Inputs))
+	m, err := manifest.Build(ctx, manifest.SplitPatterns(opts.Inputs))
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +168,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		})
 		return err
 	}); err != nil {
-		return nil, err
+		return nil, explainConflict(ctx, reg, opts.BatchID, m, err)
 	}
 	rep := &Report{
 		BatchID: batch.ID, Run: batch.Run, NewBatch: batch.New, PreviousStatus: batch.PreviousStatus, PinnedAt: batch.PinnedAt,
@@ -177,7 +177,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	parse := opts.Parse.WithDefaults()
 	files := make([]transforms.FileSpec, len(m.Files))
 	for i, f := range m.Files {
-		files[i] = transforms.FileSpec{Index: int32(i), Path: f.Path, Size: f.Size, SHA256: f.SHA256}
+		files[i] = fileSpec(i, f)
 		rep.Files = append(rep.Files, f.Path)
 	}
 	slog.Info("batch registered", "batch", batch.ID, "new", batch.New, "files", len(files), "table", tables.Key(), "database", sinks.Redact(cleanDSN))
