@@ -211,7 +211,7 @@ func ParseStream(r io.Reader, file FileSpec, buckets, blockBytes int, emit func(
 			blocks[b].AppendReject(file.Index, rec.Line, reason, detail, rec.Raw)
 		} else {
 			b = DedupBucket(row.ID, buckets)
-			if file.RawInFile && rec.Offset >= 0 {
+			if file.RawInFile && rec.InInput {
 				blocks[b].AppendTxnRef(row.ID, row.Account, row.Cents, row.AtMicros, file.Index, rec.Line,
 					rec.Offset, int64(len(txnfile.CutRaw(rec.Raw))))
 			} else {
