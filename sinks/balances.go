@@ -230,7 +230,11 @@ func (w *BalanceWriterFn) writeBalances(ctx context.Context, tx pgx.Tx, got *cou
 		merge = w.Tables.mergeGuardedRerunSQL()
 	}
 	got.accounts = int64(len(rows))
-	return tx.QueryRow(ctx, merge, w.BatchID, time.UnixMicro(w.PinnedAtMicros).UTC()).Scan(&got.upserted)
+	// The command tag counts the rows inserted or updated, not those the
+	// guard skipped: no RETURNING to gather and count.
+	tag, err := tx.Exec(ctx, merge, w.BatchID, time.UnixMicro(w.PinnedAtMicros).UTC())
+	got.upserted = tag.RowsAffected()
+	return err
 }
 
 // writeLedger stages transactions, records the new ones in the ledger and
