@@ -36,6 +36,7 @@ require (
 	github.com/go-logr/logr v1.4.2 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/gogo/protobuf v1.3.2 // indirect
+	github.com/golang-cz/devslog v0.0.11 // indirect
 	github.com/golang/groupcache v0.0.0-20210331224755-41bb18bfe9da // indirect
 	github.com/google/pprof v0.0.0-20240727154555-813a5fbdbec8 // indirect
 	github.com/google/s2a-go v0.1.8 // indirect
@@ -77,3 +78,5 @@ require (
 	google.golang.org/protobuf v1.36.0 // indirect
 	gotest.tools/v3 v3.5.1 // indirect
 )
+
+tool github.com/apache/beam/sdks/v2/go/cmd/prism

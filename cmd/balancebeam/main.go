@@ -161,6 +161,16 @@ func runCmd(args []string) int {
 	if runner == "" {
 		runner = "prism"
 	}
+	// Beam hands every flag to the runner and its workers as a pipeline
+	// option (Dataflow shows them on the job's page): the password must not
+	// be among them. The driver keeps it out of the graph itself.
+	if clean, password, err := sinks.SplitPassword(*database); err == nil && password != "" {
+		flag.Set("database", clean)
+	}
+	if f := flag.Lookup("dry_run"); f != nil && f.Value.String() == "true" {
+		// Dataflow's dry run prints the translated job through Beam's log.
+		logs.BeamTo(os.Stdout)
+	}
 	rep, err := driver.Run(ctx, driver.Options{
 		Inputs:       inputs,
 		DSN:          dsn,
