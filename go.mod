@@ -5,6 +5,8 @@ go 1.26
 require (
 	github.com/apache/beam/sdks/v2 v2.62.0
 	github.com/jackc/pgx/v5 v5.13.0
+	google.golang.org/grpc v1.67.2
+	google.golang.org/protobuf v1.36.0
 )
 
 require (
@@ -73,9 +75,7 @@ require (
 	google.golang.org/genproto v0.0.0-20241118233622-e639e219e697 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20241118233622-e639e219e697 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20241206012308-a4fef0638583 // indirect
-	google.golang.org/grpc v1.67.2 // indirect
 	google.golang.org/grpc/stats/opentelemetry v0.0.0-20240907200651-3ffb98b2c93a // indirect
-	google.golang.org/protobuf v1.36.0 // indirect
 	gotest.tools/v3 v3.5.1 // indirect
 )
 

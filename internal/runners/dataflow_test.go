@@ -1,6 +1,7 @@
 package runners
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/balancebeam/balancebeam/internal/driver"
 	"github.com/balancebeam/balancebeam/sinks"
 	"github.com/balancebeam/balancebeam/transforms"
 )
@@ -267,8 +269,11 @@ func decodeUserFns(t *testing.T, p *pipepb.Pipeline) map[string][]any {
 			continue
 		}
 		if fn.Recv != nil {
-			name := reflect.TypeOf(fn.Recv).Elem().Name()
-			out[name] = append(out[name], fn.Recv)
+			rt := reflect.TypeOf(fn.Recv)
+			if rt.Kind() == reflect.Pointer {
+				rt = rt.Elem()
+			}
+			out[rt.Name()] = append(out[rt.Name()], fn.Recv)
 		}
 	}
 	return out
@@ -328,4 +333,19 @@ func tail(s string, n int) string {
 		return "…" + s[len(s)-n:]
 	}
 	return s
+}
+
+// TestDryRunNeedsDataflow: --dry_run is Dataflow's flag; with another
+// runner the job would run for real with a placeholder batch, so the
+// driver refuses before it touches the database.
+func TestDryRunNeedsDataflow(t *testing.T) {
+	root := repoRoot(t)
+	setFlags(t, map[string]string{"dry_run": "true"})
+	for _, runner := range []string{"direct", "prism", "flink"} {
+		_, err := driver.Run(context.Background(), driver.Options{Inputs: []string{filepath.Join(root, "testdata/day1/*.csv")},
+			Runner: runner, DSN: "postgres://nobody@127.0.0.1:1/nothing"})
+		if err == nil || !strings.Contains(err.Error(), "--dry_run is a flag of the Dataflow runner") {
+			t.Errorf("%s with --dry_run: %v", runner, err)
+		}
+	}
 }

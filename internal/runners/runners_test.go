@@ -389,7 +389,8 @@ var (
 	binaryErr  error
 )
 
-// programBinary builds cmd/balancebeam once for the test binary.
+// programBinary builds cmd/balancebeam once for the test binary, as
+// `make worker` builds a Dataflow worker: linux/amd64, no cgo, -trimpath.
 func programBinary(t *testing.T) string {
 	t.Helper()
 	binaryOnce.Do(func() {
@@ -403,8 +404,9 @@ func programBinary(t *testing.T) string {
 			return
 		}
 		binaryPath = filepath.Join(tmpRoot, "balancebeam")
-		cmd := exec.Command(goTool, "build", "-o", binaryPath, "./cmd/balancebeam")
+		cmd := exec.Command(goTool, "build", "-trimpath", "-o", binaryPath, "./cmd/balancebeam")
 		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH=amd64", "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			binaryErr = fmt.Errorf("go build ./cmd/balancebeam: %v\n%s", err, out)
 		}
