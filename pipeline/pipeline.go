@@ -19,8 +19,11 @@ type Config struct {
 	Parse transforms.ParseConfig
 	// Shards is the number of sink shards (writers), at least 1.
 	Shards int
-	// Target is the database, tables and batch the sinks write.
+	// Target is the database, tables, mode and batch the sinks write.
 	Target sinks.Target
+	// SplitAccounts injects a broken partitioner that sends each account to
+	// two shards (tests and chaos experiments only).
+	SplitAccounts bool
 }
 
 // Build adds the batch's graph to s:
@@ -28,7 +31,8 @@ type Config struct {
 //	Parse   files -> rows packed in blocks by dedup bucket, rejects alongside
 //	Dedup   by transaction_id; conflicting copies rejected
 //	Sum     per account, keyed by shard (FNV-1a of account_id), lifted combine
-//	Write   one guarded merge per flush; rejected rows written once each
+//	        (in ledger mode: the shard's transactions themselves)
+//	Write   one set-based statement of the mode per flush; rejected rows once each
 func Build(s beam.Scope, cfg Config) {
 	paths := make([]string, len(cfg.Files))
 	for i, f := range cfg.Files {
@@ -36,8 +40,12 @@ func Build(s beam.Scope, cfg Config) {
 	}
 	files := beam.CreateList(s, cfg.Files)
 	blocks := transforms.Parse(s, files, cfg.Parse)
-	totals, rejects := transforms.Dedup(s, blocks, transforms.DedupConfig{Shards: cfg.Shards, Files: paths})
+	totals, rejects := transforms.Dedup(s, blocks, transforms.DedupConfig{
+		Shards: cfg.Shards, Files: paths, Ledger: cfg.Target.Mode == sinks.ModeLedger, SplitAccounts: cfg.SplitAccounts,
+	})
 	sums := transforms.SumPerShard(s, totals)
-	sinks.WriteBalances(s, sums, cfg.Target)
+	target := cfg.Target
+	target.Files = paths
+	sinks.WriteBalances(s, sums, target)
 	sinks.WriteRejects(s, rejects, cfg.Target)
 }

@@ -121,9 +121,9 @@ func (r Retry) withDefaults() Retry {
 	return r
 }
 
-// do runs fn until it succeeds, fails permanently or runs out of attempts.
+// Do runs fn until it succeeds, fails permanently or runs out of attempts.
 // The waits are fixed (no jitter): a retry changes nothing of what is written.
-func (r Retry) do(ctx context.Context, what string, fn func() error) error {
+func (r Retry) Do(ctx context.Context, what string, fn func() error) error {
 	r = r.withDefaults()
 	wait := r.Initial
 	for attempt := 1; ; attempt++ {

@@ -11,22 +11,31 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// EnsureSchema creates the target's tables if they do not exist. It is
-// idempotent and safe to run from several processes at once.
-func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, t Tables) error {
+// EnsureSchema creates the target's tables if they do not exist (the
+// ledger too in ledger mode), and records the table's mode on its first run
+// or refuses a run in another mode (ErrModeMismatch). It is idempotent and
+// safe to run from several processes at once.
+func EnsureSchema(ctx context.Context, pool *pgxpool.Pool, t Tables, mode Mode) error {
 	if err := t.Validate(); err != nil {
 		return err
+	}
+	if mode == "" {
+		mode = ModeSnapshot
 	}
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, schemaLockSQL, t.Key()); err != nil {
 			return fmt.Errorf("lock schema: %w", err)
 		}
-		for _, stmt := range t.schemaSQL() {
+		stmts := t.schemaSQL()
+		if mode == ModeLedger {
+			stmts = append(stmts, t.ledgerSQL())
+		}
+		for _, stmt := range stmts {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("create schema for %s: %w", t.Key(), err)
 			}
 		}
-		return nil
+		return claimMode(ctx, tx, t, mode)
 	})
 }
 
@@ -205,6 +214,9 @@ type ShardMark struct {
 	Shard, Buckets                          int
 	Accounts, Upserted, Stale               int64
 	RowsRead, Applied, Duplicates, Rejected int64
+	// In ledger mode: transactions new to the ledger, already in it, and in
+	// it with other values (rejected).
+	Inserted, Known, Conflicts int64
 }
 
 // ShardMarks returns the mark rows one run of a batch wrote.
@@ -215,11 +227,28 @@ func (r *Registry) ShardMarks(ctx context.Context, id int64, run int) ([]ShardMa
 	}
 	marks, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ShardMark, error) {
 		var m ShardMark
-		err := row.Scan(&m.Shard, &m.Buckets, &m.Accounts, &m.Upserted, &m.Stale, &m.RowsRead, &m.Applied, &m.Duplicates, &m.Rejected)
+		err := row.Scan(&m.Shard, &m.Buckets, &m.Accounts, &m.Upserted, &m.Stale, &m.RowsRead, &m.Applied, &m.Duplicates, &m.Rejected,
+			&m.Inserted, &m.Known, &m.Conflicts)
 		return m, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read shard marks of batch %d: %w", id, err)
 	}
 	return marks, nil
+}
+
+// BatchFiles returns the file list a batch was registered with, as stored
+// (JSON), or nil if there is no such batch.
+func (r *Registry) BatchFiles(ctx context.Context, id int64) ([]byte, error) {
+	var table, hash, status string
+	var pinnedAt time.Time
+	var files []byte
+	err := r.Pool.QueryRow(ctx, r.Tables.batchByIDSQL(), id).Scan(&table, &hash, &pinnedAt, &status, &files)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up batch %d: %w", id, err)
+	}
+	return files, nil
 }

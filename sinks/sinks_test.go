@@ -96,7 +96,7 @@ func TestEnsureSchemaConcurrent(t *testing.T) {
 	errs := make([]error, 6)
 	for i := range errs {
 		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = EnsureSchema(ctx, pool, tables) }()
+		go func() { defer wg.Done(); errs[i] = EnsureSchema(ctx, pool, tables, ModeSnapshot) }()
 	}
 	wg.Wait()
 	for _, err := range errs {
@@ -104,14 +104,14 @@ func TestEnsureSchemaConcurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := EnsureSchema(ctx, pool, tables); err != nil {
+	if err := EnsureSchema(ctx, pool, tables, ModeSnapshot); err != nil {
 		t.Fatalf("again: %v", err)
 	}
 	var n int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_schema = 'reporting'`).Scan(&n); err != nil || n != 4 {
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_schema = 'reporting'`).Scan(&n); err != nil || n != 5 {
 		t.Errorf("tables in schema reporting: %d, %v", n, err)
 	}
-	if err := EnsureSchema(ctx, pool, Tables{Accounts: "a.b.c"}); err == nil {
+	if err := EnsureSchema(ctx, pool, Tables{Accounts: "a.b.c"}, ModeSnapshot); err == nil {
 		t.Error("three-part table name accepted")
 	}
 }
@@ -120,7 +120,7 @@ func TestRegistry(t *testing.T) {
 	pool, _ := openPool(t)
 	ctx := context.Background()
 	tables := Tables{}
-	if err := EnsureSchema(ctx, pool, tables); err != nil {
+	if err := EnsureSchema(ctx, pool, tables, ModeSnapshot); err != nil {
 		t.Fatal(err)
 	}
 	reg := &Registry{Pool: pool, Tables: tables}
@@ -178,7 +178,7 @@ func TestRegistry(t *testing.T) {
 		t.Errorf("rerun of a failed batch: %+v, %v", rerun, err)
 	}
 	// Another table: the same inputs are another batch there.
-	if err := EnsureSchema(ctx, pool, Tables{Accounts: "other"}); err != nil {
+	if err := EnsureSchema(ctx, pool, Tables{Accounts: "other"}, ModeSnapshot); err != nil {
 		t.Fatal(err)
 	}
 	other, err := (&Registry{Pool: pool, Tables: Tables{Accounts: "other"}}).Register(ctx, req("m1", 0, t0))
@@ -190,7 +190,7 @@ func TestRegistry(t *testing.T) {
 func TestRegistryConcurrent(t *testing.T) {
 	pool, _ := openPool(t)
 	ctx := context.Background()
-	if err := EnsureSchema(ctx, pool, Tables{}); err != nil {
+	if err := EnsureSchema(ctx, pool, Tables{}, ModeSnapshot); err != nil {
 		t.Fatal(err)
 	}
 	reg := &Registry{Pool: pool}
@@ -264,7 +264,7 @@ func accounts(t *testing.T, pool *pgxpool.Pool) map[string]accountRow {
 func TestBalanceWriterGuard(t *testing.T) {
 	pool, dsn := openPool(t)
 	ctx := context.Background()
-	if err := EnsureSchema(ctx, pool, Tables{}); err != nil {
+	if err := EnsureSchema(ctx, pool, Tables{}, ModeSnapshot); err != nil {
 		t.Fatal(err)
 	}
 	// Batch 2 writes; flushes of 2 rows, so 3 transactions.
@@ -322,7 +322,7 @@ func TestBalanceWriterGuard(t *testing.T) {
 func TestBalanceWriterFaults(t *testing.T) {
 	pool, dsn := openPool(t)
 	ctx := context.Background()
-	if err := EnsureSchema(ctx, pool, Tables{}); err != nil {
+	if err := EnsureSchema(ctx, pool, Tables{}, ModeSnapshot); err != nil {
 		t.Fatal(err)
 	}
 	// The injected fault fails after the configured number of flushes.
@@ -368,7 +368,7 @@ func TestBalanceWriterFaults(t *testing.T) {
 func TestRejectWriterIdempotent(t *testing.T) {
 	pool, dsn := openPool(t)
 	ctx := context.Background()
-	if err := EnsureSchema(ctx, pool, Tables{}); err != nil {
+	if err := EnsureSchema(ctx, pool, Tables{}, ModeSnapshot); err != nil {
 		t.Fatal(err)
 	}
 	rows := []transforms.RejectedRow{

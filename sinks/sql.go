@@ -60,6 +60,20 @@ func (t Tables) rejected() string { return t.sibling("rejected_rows").Sanitize()
 func (t Tables) shardMarks() string {
 	return t.sibling("batch_shards").Sanitize()
 }
+func (t Tables) modesName() string { return t.sibling("balancebeam_tables").Sanitize() }
+
+// Ledger names the ledger table of a ledger-mode target: "ledger" beside the
+// default accounts table, otherwise the accounts table's name + "_ledger".
+func (t Tables) Ledger() string {
+	id := ident(t.accountsName())
+	name := id[len(id)-1]
+	if name == DefaultAccountsTable {
+		return "ledger"
+	}
+	return name + "_ledger"
+}
+
+func (t Tables) ledger() string { return t.sibling(t.Ledger()).Sanitize() }
 
 // Every SQL statement of the sinks is built here, from the table names.
 // Values are always parameters.
@@ -111,9 +125,72 @@ func (t Tables) schemaSQL() []string {
 	applied    bigint NOT NULL,
 	duplicates bigint NOT NULL,
 	rejected   bigint NOT NULL,
+	inserted   bigint NOT NULL DEFAULT 0,
+	known      bigint NOT NULL DEFAULT 0,
+	conflicts  bigint NOT NULL DEFAULT 0,
 	PRIMARY KEY (batch_id, run, shard)
 )`,
+		`CREATE TABLE IF NOT EXISTS ` + t.modesName() + ` (
+	table_name text PRIMARY KEY,
+	mode       text NOT NULL CHECK (mode IN ('ledger', 'snapshot', 'lww'))
+)`,
 	}
+}
+
+// ledgerSQL creates the ledger: every transaction applied to the balances,
+// once, with the batch that first applied it.
+func (t Tables) ledgerSQL() string {
+	return `CREATE TABLE IF NOT EXISTS ` + t.ledger() + ` (
+	transaction_id text PRIMARY KEY,
+	account_id     text NOT NULL,
+	amount         numeric(20,2) NOT NULL,
+	txn_at         timestamptz NOT NULL,
+	batch_id       bigint NOT NULL
+)`
+}
+
+// tableExistsSQL takes a sanitized table name as $1.
+const tableExistsSQL = `SELECT to_regclass($1) IS NOT NULL`
+
+func (t Tables) tableModeSQL() string {
+	return `SELECT mode FROM ` + t.modesName() + ` WHERE table_name = $1`
+}
+
+func (t Tables) insertTableModeSQL() string {
+	return `INSERT INTO ` + t.modesName() + ` (table_name, mode) VALUES ($1, $2)`
+}
+
+func (t Tables) updateTableModeSQL() string {
+	return `UPDATE ` + t.modesName() + ` SET mode = $2 WHERE table_name = $1`
+}
+
+func (t Tables) countAccountsSQL() string {
+	return `SELECT count(*) FROM ` + t.accounts()
+}
+
+func (t Tables) lockForRecomputeSQL() string {
+	return `LOCK TABLE ` + t.accounts() + `, ` + t.ledger() + ` IN SHARE ROW EXCLUSIVE MODE`
+}
+
+// recomputeSQL rebuilds the balances from the ledger: it changes only the
+// accounts that differ and removes accounts the ledger does not know.
+func (t Tables) recomputeSQL() string {
+	return `WITH sums AS (
+	SELECT l.account_id, sum(l.amount) AS balance, count(*) AS n, max(l.txn_at) AS latest, max(l.batch_id) AS batch
+	FROM ` + t.ledger() + ` l GROUP BY l.account_id
+), up AS (
+	INSERT INTO ` + t.accounts() + ` AS a (account_id, balance, batch_id, last_updated, txn_count, last_txn_at)
+	SELECT s.account_id, s.balance, s.batch, b.pinned_at, s.n, s.latest
+	FROM sums s JOIN ` + t.batches() + ` b ON b.batch_id = s.batch ORDER BY s.account_id
+	ON CONFLICT (account_id) DO UPDATE SET balance = excluded.balance, batch_id = excluded.batch_id,
+		last_updated = excluded.last_updated, txn_count = excluded.txn_count, last_txn_at = excluded.last_txn_at
+	WHERE (a.balance, a.batch_id, a.last_updated, a.txn_count, a.last_txn_at) IS DISTINCT FROM
+		(excluded.balance, excluded.batch_id, excluded.last_updated, excluded.txn_count, excluded.last_txn_at)
+	RETURNING 1
+), del AS (
+	DELETE FROM ` + t.accounts() + ` a WHERE NOT EXISTS (SELECT 1 FROM ` + t.ledger() + ` l WHERE l.account_id = a.account_id)
+	RETURNING 1
+) SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM del)`
 }
 
 // schemaLockSQL serialises schema creation and batch registration for one
@@ -167,10 +244,9 @@ const (
 	stageRejects  = "bb_stage_rejects"
 )
 
-var stageBalanceColumns = []string{"shard", "account_id", "cents", "txn_count", "last_txn_at"}
+var stageBalanceColumns = []string{"account_id", "cents", "txn_count", "last_txn_at"}
 
 const createStageBalancesSQL = `CREATE TEMP TABLE IF NOT EXISTS ` + stageBalances + ` (
-	shard       integer NOT NULL,
 	account_id  text NOT NULL,
 	cents       bigint NOT NULL,
 	txn_count   bigint NOT NULL,
@@ -181,7 +257,7 @@ const createStageBalancesSQL = `CREATE TEMP TABLE IF NOT EXISTS ` + stageBalance
 // a newer batch than the one that last wrote the account. Rerunning a batch,
 // or running an older one after a newer one, changes nothing. Rows are taken
 // in account order so that concurrent writers lock rows in the same order.
-// It returns, per shard, the rows staged and the rows written.
+// It returns the number of rows written.
 func (t Tables) mergeGuardedSQL() string {
 	return `WITH up AS (
 	INSERT INTO ` + t.accounts() + ` AS a (account_id, balance, batch_id, last_updated, txn_count, last_txn_at)
@@ -190,20 +266,88 @@ func (t Tables) mergeGuardedSQL() string {
 	SET balance = excluded.balance, batch_id = excluded.batch_id, last_updated = excluded.last_updated,
 	    txn_count = excluded.txn_count, last_txn_at = excluded.last_txn_at
 	WHERE excluded.batch_id > a.batch_id
-	RETURNING account_id
-) SELECT s.shard, count(*), count(up.account_id) FROM ` + stageBalances + ` s LEFT JOIN up USING (account_id) GROUP BY s.shard`
+	RETURNING 1
+) SELECT count(*) FROM up`
+}
+
+// mergeUnguardedSQL is the lww merge: the snapshot merge without its guard.
+// The last write wins, whichever batch it comes from.
+func (t Tables) mergeUnguardedSQL() string {
+	return `WITH up AS (
+	INSERT INTO ` + t.accounts() + ` AS a (account_id, balance, batch_id, last_updated, txn_count, last_txn_at)
+	SELECT account_id, cents * 0.01, $1, $2, txn_count, last_txn_at FROM ` + stageBalances + ` ORDER BY account_id
+	ON CONFLICT (account_id) DO UPDATE
+	SET balance = excluded.balance, batch_id = excluded.batch_id, last_updated = excluded.last_updated,
+	    txn_count = excluded.txn_count, last_txn_at = excluded.last_txn_at
+	RETURNING 1
+) SELECT count(*) FROM up`
+}
+
+const stageLedger = "bb_stage_ledger"
+
+var stageLedgerColumns = []string{"transaction_id", "account_id", "cents", "txn_at", "file_index", "line_number"}
+
+const createStageLedgerSQL = `CREATE TEMP TABLE IF NOT EXISTS ` + stageLedger + ` (
+	transaction_id text NOT NULL,
+	account_id     text NOT NULL,
+	cents          bigint NOT NULL,
+	txn_at         timestamptz NOT NULL,
+	file_index     integer NOT NULL,
+	line_number    bigint NOT NULL
+) ON COMMIT DELETE ROWS`
+
+// mergeLedgerSQL records the staged transactions in the ledger, once each
+// (ON CONFLICT DO NOTHING), and adds to each account the sum of the rows it
+// actually inserted: a transaction already in the ledger adds nothing, so
+// reruns, retries, overlaps and concurrent writers never count it twice. The
+// account's batch is the newest batch that added to it, and last_updated
+// that batch's pinned time. It returns the transactions inserted and the
+// accounts changed.
+func (t Tables) mergeLedgerSQL() string {
+	return `WITH ins AS (
+	INSERT INTO ` + t.ledger() + ` (transaction_id, account_id, amount, txn_at, batch_id)
+	SELECT transaction_id, account_id, cents * 0.01, txn_at, $1 FROM ` + stageLedger + ` ORDER BY transaction_id
+	ON CONFLICT (transaction_id) DO NOTHING
+	RETURNING transaction_id, account_id, amount, txn_at
+), sums AS (
+	SELECT account_id, sum(amount) AS amount, count(*) AS n, max(txn_at) AS latest FROM ins GROUP BY account_id
+), up AS (
+	INSERT INTO ` + t.accounts() + ` AS a (account_id, balance, batch_id, last_updated, txn_count, last_txn_at)
+	SELECT account_id, amount, $1, $2, n, latest FROM sums ORDER BY account_id
+	ON CONFLICT (account_id) DO UPDATE
+	SET balance = a.balance + excluded.balance,
+	    txn_count = a.txn_count + excluded.txn_count,
+	    last_txn_at = GREATEST(a.last_txn_at, excluded.last_txn_at),
+	    last_updated = CASE WHEN excluded.batch_id >= a.batch_id THEN excluded.last_updated ELSE a.last_updated END,
+	    batch_id = GREATEST(a.batch_id, excluded.batch_id)
+	RETURNING 1
+) SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM up)`
+}
+
+// ledgerConflictsSQL finds the staged transactions the ledger holds with
+// another account, amount or time (from an earlier batch): they are rejected,
+// never applied. It runs after mergeLedgerSQL, in its own snapshot, so it
+// also sees rows that concurrent writers committed meanwhile; it is only
+// needed when some staged rows were not inserted.
+func (t Tables) ledgerConflictsSQL() string {
+	return `SELECT s.transaction_id, s.file_index, s.line_number,
+	s.account_id, s.cents, s.txn_at, l.batch_id, l.account_id, l.amount::text, l.txn_at
+FROM ` + stageLedger + ` s JOIN ` + t.ledger() + ` l USING (transaction_id)
+WHERE l.account_id <> s.account_id OR l.amount <> s.cents * 0.01 OR l.txn_at <> s.txn_at
+ORDER BY s.transaction_id`
 }
 
 func (t Tables) insertShardMarkSQL() string {
-	return `INSERT INTO ` + t.shardMarks() + ` (batch_id, run, shard, buckets, accounts, upserted, stale, rows_read, applied, duplicates, rejected)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+	return `INSERT INTO ` + t.shardMarks() + ` (batch_id, run, shard, buckets, accounts, upserted, stale, rows_read, applied, duplicates, rejected, inserted, known, conflicts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (batch_id, run, shard) DO UPDATE SET buckets = excluded.buckets, accounts = excluded.accounts,
 	upserted = excluded.upserted, stale = excluded.stale, rows_read = excluded.rows_read, applied = excluded.applied,
-	duplicates = excluded.duplicates, rejected = excluded.rejected`
+	duplicates = excluded.duplicates, rejected = excluded.rejected, inserted = excluded.inserted,
+	known = excluded.known, conflicts = excluded.conflicts`
 }
 
 func (t Tables) shardMarksSQL() string {
-	return `SELECT shard, buckets, accounts, upserted, stale, rows_read, applied, duplicates, rejected FROM ` + t.shardMarks() +
+	return `SELECT shard, buckets, accounts, upserted, stale, rows_read, applied, duplicates, rejected, inserted, known, conflicts FROM ` + t.shardMarks() +
 		` WHERE batch_id = $1 AND run = $2 ORDER BY shard`
 }
 

@@ -235,8 +235,22 @@ func (t *Total) Add(o Total) error {
 // only when the marks of every bucket are there: that proves no part of the
 // batch was lost on the way, whatever the runner did.
 type Totals struct {
-	Rows  []Total
-	Marks []BucketMark // sorted by bucket, one per bucket
+	Rows []Total
+	// Entries are the transactions themselves, sorted by account then id,
+	// for the ledger mode, whose sink records each transaction once; in the
+	// other modes it is empty and Rows holds the sums.
+	Entries []Entry
+	Marks   []BucketMark // sorted by bucket, one per bucket
+}
+
+// Entry is one deduplicated transaction bound for the ledger. File and Line
+// say where it came from, for a conflict with an earlier batch.
+type Entry struct {
+	ID, Account string
+	Cents       int64
+	AtMicros    int64
+	File        int32
+	Line        int64
 }
 
 // BucketMark is the account of one dedup bucket: every bucket sends one to
@@ -260,6 +274,15 @@ func EncodeTotals(t Totals) []byte {
 		d = binary.AppendVarint(d, r.Cents)
 		d = binary.AppendVarint(d, r.Count)
 		d = binary.AppendVarint(d, r.LatestMicros)
+	}
+	d = binary.AppendUvarint(d, uint64(len(t.Entries)))
+	for _, e := range t.Entries {
+		d = appendBytes(d, []byte(e.ID))
+		d = appendBytes(d, []byte(e.Account))
+		d = binary.AppendVarint(d, e.Cents)
+		d = binary.AppendVarint(d, e.AtMicros)
+		d = binary.AppendUvarint(d, uint64(e.File))
+		d = binary.AppendUvarint(d, uint64(e.Line))
 	}
 	d = binary.AppendUvarint(d, uint64(len(t.Marks)))
 	for _, m := range t.Marks {
@@ -298,6 +321,41 @@ func DecodeTotals(d []byte) (Totals, error) {
 			return Totals{}, err
 		}
 	}
+	ne, d, err := readUvarint(d)
+	if err != nil {
+		return Totals{}, err
+	}
+	if ne > uint64(len(d)) {
+		return Totals{}, errCorrupt
+	}
+	var entries []Entry
+	if ne > 0 {
+		entries = make([]Entry, ne)
+	}
+	for i := range entries {
+		var id, acct []byte
+		if id, d, err = readBytes(d); err != nil {
+			return Totals{}, err
+		}
+		if acct, d, err = readBytes(d); err != nil {
+			return Totals{}, err
+		}
+		entries[i].ID, entries[i].Account = string(id), string(acct)
+		if entries[i].Cents, d, err = readVarint(d); err != nil {
+			return Totals{}, err
+		}
+		if entries[i].AtMicros, d, err = readVarint(d); err != nil {
+			return Totals{}, err
+		}
+		var f, l uint64
+		if f, d, err = readUvarint(d); err != nil {
+			return Totals{}, err
+		}
+		if l, d, err = readUvarint(d); err != nil {
+			return Totals{}, err
+		}
+		entries[i].File, entries[i].Line = int32(f), int64(l)
+	}
 	nm, d, err := readUvarint(d)
 	if err != nil {
 		return Totals{}, err
@@ -324,7 +382,7 @@ func DecodeTotals(d []byte) (Totals, error) {
 	if len(rows) == 0 {
 		rows = nil
 	}
-	return Totals{Rows: rows, Marks: marks}, nil
+	return Totals{Rows: rows, Entries: entries, Marks: marks}, nil
 }
 
 // Sum adds up the marks: the batch's row counts as far as these totals saw.

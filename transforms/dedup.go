@@ -41,6 +41,13 @@ type DedupConfig struct {
 	// Files are the batch's file paths, by manifest index, to name the source
 	// of rejected rows.
 	Files []string
+	// Ledger makes Dedup emit the transactions themselves (Totals.Entries)
+	// instead of their sums, for the ledger mode's sink.
+	Ledger bool
+	// SplitAccounts is a fault for tests and chaos experiments: a broken
+	// partitioner that sends each account's transactions to two shards
+	// (its own and the next, by transaction id). Never set by the command line.
+	SplitAccounts bool
 }
 
 // Dedup groups the parsed blocks by bucket and, within each, collapses exact
@@ -55,13 +62,15 @@ func Dedup(s beam.Scope, blocks beam.PCollection, cfg DedupConfig) (totals, reje
 	if shards < 1 {
 		shards = 1
 	}
-	return beam.ParDo2(s, &DedupFn{Shards: shards, Files: cfg.Files}, grouped)
+	return beam.ParDo2(s, &DedupFn{Shards: shards, Files: cfg.Files, Ledger: cfg.Ledger, SplitAccounts: cfg.SplitAccounts}, grouped)
 }
 
 // DedupFn deduplicates one bucket of transactions.
 type DedupFn struct {
-	Shards int
-	Files  []string
+	Shards        int
+	Files         []string
+	Ledger        bool
+	SplitAccounts bool
 }
 
 // ProcessElement dedups the transactions of one bucket. It first checks that
@@ -115,7 +124,7 @@ func (f *DedupFn) ProcessElement(ctx context.Context, bucket int, blocks func(*B
 			rejects = append(rejects, f.rejected(t.File, t.Line, txnfile.ReasonConflictingDuplicate, detail, t.Raw))
 		}
 	}
-	totals, err := SumByAccount(kept)
+	parts, err := f.byShard(kept)
 	if err != nil {
 		return err
 	}
@@ -123,7 +132,7 @@ func (f *DedupFn) ProcessElement(ctx context.Context, bucket int, blocks func(*B
 	for _, r := range rejects {
 		reject(r)
 	}
-	for shard, part := range SplitByShard(totals, f.Shards) {
+	for shard, part := range parts {
 		part.Marks = []BucketMark{mark}
 		emit(shard, part)
 	}
@@ -211,12 +220,41 @@ func SumByAccount(txns []Txn) ([]Total, error) {
 	return out, nil
 }
 
-// SplitByShard partitions sorted totals by Shard, keeping each part sorted.
-func SplitByShard(totals []Total, shards int) []Totals {
-	parts := make([]Totals, shards)
-	for _, t := range totals {
-		s := Shard(t.Account, shards)
-		parts[s].Rows = append(parts[s].Rows, t)
+// shardOf is the shard that writes a transaction: its account's shard, or
+// with the SplitAccounts fault, one of two shards chosen by transaction id.
+func (f *DedupFn) shardOf(t Txn) int {
+	s := Shard(t.Account, f.Shards)
+	if f.SplitAccounts && f.Shards > 1 {
+		s = (s + int(FNV1a64(t.ID)%2)) % f.Shards
 	}
-	return parts
+	return s
+}
+
+// byShard splits the bucket's transactions by shard and, per shard, sums
+// them per account, or in ledger mode lists them sorted by account and id.
+func (f *DedupFn) byShard(kept []Txn) ([]Totals, error) {
+	perShard := make([][]Txn, f.Shards)
+	for _, t := range kept {
+		s := f.shardOf(t)
+		perShard[s] = append(perShard[s], t)
+	}
+	parts := make([]Totals, f.Shards)
+	for s, txns := range perShard {
+		if f.Ledger {
+			entries := make([]Entry, len(txns))
+			for i, t := range txns {
+				entries[i] = Entry{ID: strings.Clone(t.ID), Account: strings.Clone(t.Account), Cents: t.Cents,
+					AtMicros: t.AtMicros, File: t.File, Line: t.Line}
+			}
+			slices.SortFunc(entries, compareEntries)
+			parts[s].Entries = entries
+			continue
+		}
+		rows, err := SumByAccount(txns)
+		if err != nil {
+			return nil, err
+		}
+		parts[s].Rows = rows
+	}
+	return parts, nil
 }

@@ -7,12 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"reflect"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
-	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem"
+	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/gcs"   // gs:// objects
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/io/filesystem/local" // local paths
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 
@@ -28,9 +29,17 @@ type FileSpec struct {
 	Path string
 	// Size is the file's size in bytes when the manifest was built.
 	Size int64
-	// SHA256 is the hex SHA-256 of the file's contents.
+	// SHA256 is the hex SHA-256 of a local file's contents.
 	SHA256 string
+	// Generation is a GCS object's generation: the reader reads exactly it.
+	Generation int64
+	// CRC32C is a GCS object's CRC32C (base64, as GCS reports it).
+	CRC32C string
 }
+
+// ErrChanged is returned (wrapped) when what the reader read is not what the
+// batch's manifest registered.
+var ErrChanged = errors.New("changed since its batch was registered")
 
 // ParseConfig sets how Parse packs rows.
 type ParseConfig struct {
@@ -102,19 +111,17 @@ type ParseFileFn struct {
 
 // ProcessElement reads and parses one file.
 func (f *ParseFileFn) ProcessElement(ctx context.Context, file FileSpec, emit func(int, Block)) error {
-	fs, err := filesystem.New(ctx, file.Path)
+	rc, err := openFile(ctx, file)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", file.Path, err)
-	}
-	defer fs.Close()
-	rc, err := fs.OpenRead(ctx, file.Path)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", file.Path, err)
+		return err
 	}
 	defer rc.Close()
 
 	stats, err := ParseStream(rc, file, f.Buckets, f.BlockBytes, emit)
 	if err != nil {
+		if errors.Is(err, ErrChanged) && file.Generation != 0 {
+			err = fmt.Errorf("%w (%s)", err, currentGeneration(ctx, file))
+		}
 		return err
 	}
 	rowsRead.Inc(ctx, stats.Rows)
@@ -129,17 +136,22 @@ type ParseStats struct {
 }
 
 // ParseStream parses one file's contents. It checks the contents against the
-// manifest entry (size and SHA-256) when the entry has them, and emits the
-// blocks in a deterministic order, ending with one block for every bucket
-// that carries the file's end mark.
+// manifest entry (size, and SHA-256 or CRC32C) when the entry has them, and
+// emits the blocks in a deterministic order, ending with one block for every
+// bucket that carries the file's end mark.
 func ParseStream(r io.Reader, file FileSpec, buckets, blockBytes int, emit func(int, Block)) (ParseStats, error) {
 	var stats ParseStats
 	var h hash.Hash
+	var crc hash.Hash32
 	counted := &countingReader{r: r}
 	src := io.Reader(counted)
 	if file.SHA256 != "" {
 		h = sha256.New()
-		src = io.TeeReader(counted, h)
+		src = io.TeeReader(src, h)
+	}
+	if file.CRC32C != "" {
+		crc = crc32.New(castagnoli)
+		src = io.TeeReader(src, crc)
 	}
 	cr := txnfile.NewCSVReader(src)
 	first, err := cr.Next()
@@ -187,11 +199,16 @@ func ParseStream(r io.Reader, file FileSpec, buckets, blockBytes int, emit func(
 		}
 	}
 	if file.Size > 0 && counted.n != file.Size {
-		return stats, fmt.Errorf("%s changed since its batch was registered: size was %d bytes, read %d", file.Path, file.Size, counted.n)
+		return stats, fmt.Errorf("%s %w: size was %d bytes, read %d", file.Path, ErrChanged, file.Size, counted.n)
 	}
 	if h != nil {
 		if got := hex.EncodeToString(h.Sum(nil)); got != file.SHA256 {
-			return stats, fmt.Errorf("%s changed since its batch was registered: sha256 was %s, read %s", file.Path, file.SHA256, got)
+			return stats, fmt.Errorf("%s %w: sha256 was %s, read %s", file.Path, ErrChanged, file.SHA256, got)
+		}
+	}
+	if crc != nil {
+		if got := encodeCRC32C(crc.Sum32()); got != file.CRC32C {
+			return stats, fmt.Errorf("%s %w: crc32c was %s, read %s", file.Path, ErrChanged, file.CRC32C, got)
 		}
 	}
 	// The file is whole: every bucket gets its end mark, after its rows.

@@ -14,8 +14,9 @@ func init() {
 
 // SumPerShard combines the per-bucket account totals of each shard into one
 // Totals per shard: every account of the shard once, with its sum (checked
-// for overflow), transaction count and latest transaction time. The combiner
-// is lifted, so partial sums are merged before the shuffle.
+// for overflow), transaction count and latest transaction time; in ledger
+// mode, the shard's transactions, sorted by account. The combiner is lifted,
+// so partial sums are merged before the shuffle.
 func SumPerShard(s beam.Scope, totals beam.PCollection) beam.PCollection {
 	s = s.Scope("Sum")
 	return beam.CombinePerKey(s, &SumTotalsFn{}, totals)
@@ -46,7 +47,38 @@ func (SumTotalsFn) MergeAccumulators(a, b Totals) (Totals, error) {
 	if err != nil {
 		return Totals{}, err
 	}
-	return Totals{Rows: rows, Marks: marks}, nil
+	return Totals{Rows: rows, Entries: mergeEntries(a.Entries, b.Entries), Marks: marks}, nil
+}
+
+// mergeEntries merges two lists sorted by (account, id). An id is in one
+// bucket only, so the lists never share an entry.
+func mergeEntries(a, b []Entry) []Entry {
+	if len(a) == 0 {
+		return b
+	}
+	if len(b) == 0 {
+		return a
+	}
+	out := make([]Entry, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		if compareEntries(a[i], b[j]) <= 0 {
+			out = append(out, a[i])
+			i++
+		} else {
+			out = append(out, b[j])
+			j++
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...)
+}
+
+func compareEntries(a, b Entry) int {
+	if c := strings.Compare(a.Account, b.Account); c != 0 {
+		return c
+	}
+	return strings.Compare(a.ID, b.ID)
 }
 
 func mergeRows(a, b []Total) ([]Total, error) {

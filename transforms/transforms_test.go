@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
+	"hash/crc32"
 	"hash/fnv"
 	"math"
 	"os"
@@ -134,7 +136,8 @@ func TestBlockRoundTrip(t *testing.T) {
 
 func TestTotalsCoder(t *testing.T) {
 	in := Totals{Rows: []Total{{"a", 1, 1, 5}, {"b", math.MaxInt64, 7, -3}, {"ü", math.MinInt64, 1, 0}},
-		Marks: []BucketMark{{0, 10, 7, 2, 1}, {5, 0, 0, 0, 0}}}
+		Entries: []Entry{{ID: "t1", Account: "a", Cents: -5, AtMicros: 7, File: 2, Line: 9}, {ID: "t2", Account: "ü", Cents: math.MaxInt64, AtMicros: -1}},
+		Marks:   []BucketMark{{0, 10, 7, 2, 1}, {5, 0, 0, 0, 0}}}
 	out, err := DecodeTotals(EncodeTotals(in))
 	if err != nil || !reflect.DeepEqual(in, out) {
 		t.Errorf("round trip: %+v, %v", out, err)
@@ -223,6 +226,20 @@ func TestSumTotals(t *testing.T) {
 	if !reflect.DeepEqual(ab, ba) {
 		t.Errorf("a+b = %+v, b+a = %+v", ab, ba)
 	}
+	// Ledger entries merge in (account, id) order.
+	ea := Totals{Entries: []Entry{{ID: "t3", Account: "a"}, {ID: "t1", Account: "c"}}, Marks: []BucketMark{{Bucket: 1}}}
+	eb := Totals{Entries: []Entry{{ID: "t2", Account: "a"}, {ID: "t0", Account: "b"}}, Marks: []BucketMark{{Bucket: 3}}}
+	merged, err := fn.MergeAccumulators(ea, eb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range merged.Entries {
+		ids = append(ids, e.Account+"/"+e.ID)
+	}
+	if fmt.Sprint(ids) != "[a/t2 a/t3 b/t0 c/t1]" {
+		t.Errorf("merged entries %v", ids)
+	}
 	// The same bucket twice means data delivered twice: refused.
 	if _, err := fn.MergeAccumulators(a, a); err == nil || !strings.Contains(err.Error(), "twice") {
 		t.Errorf("duplicate bucket: %v", err)
@@ -251,6 +268,20 @@ func TestParseStreamChangedFile(t *testing.T) {
 	}
 	if _, err := ParseStream(strings.NewReader(""), FileSpec{Path: "e.csv"}, 4, 1<<20, func(int, Block) {}); err == nil || !strings.Contains(err.Error(), "no header") {
 		t.Errorf("empty file: %v", err)
+	}
+
+	// A GCS object is checked by its size and CRC32C.
+	object := FileSpec{Path: "gs://b/f.csv", Size: int64(len(data)), Generation: 7,
+		CRC32C: encodeCRC32C(crc32.Checksum([]byte(data), crc32.MakeTable(crc32.Castagnoli)))}
+	if _, err := ParseStream(strings.NewReader(data), object, 4, 1<<20, func(int, Block) {}); err != nil {
+		t.Errorf("unchanged object: %v", err)
+	}
+	_, err := ParseStream(strings.NewReader(changed), object, 4, 1<<20, func(int, Block) {})
+	if !errors.Is(err, ErrChanged) || !strings.Contains(err.Error(), "gs://b/f.csv changed since its batch was registered: crc32c was "+object.CRC32C+", read ") {
+		t.Errorf("changed object: %v", err)
+	}
+	if got := encodeCRC32C(crc32.Checksum([]byte("hello world"), crc32.MakeTable(crc32.Castagnoli))); got != "yZRlqg==" {
+		t.Errorf("crc32c of hello world %s, want GCS's yZRlqg==", got)
 	}
 }
 

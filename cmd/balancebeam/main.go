@@ -29,6 +29,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners" // --runner
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
 
+	"github.com/balancebeam/balancebeam/internal/chaos"
 	"github.com/balancebeam/balancebeam/internal/driver"
 	"github.com/balancebeam/balancebeam/internal/localpg"
 	"github.com/balancebeam/balancebeam/internal/logs"
@@ -54,6 +55,8 @@ var (
 	database     = flag.String("database", "", "PostgreSQL URL (default $DATABASE_URL, else the embedded database under --state_dir)")
 	passwordFile = flag.String("database_password_file", "", "file holding the database password, read by each sink worker at start-up (for remote runners)")
 	table        = flag.String("table", sinks.DefaultAccountsTable, "accounts table, optionally schema-qualified")
+	mode         = flag.String("mode", string(sinks.ModeSnapshot), "how balances are written: ledger (idempotency-first), snapshot (balanced) or lww (concurrency-first); a table keeps the mode of its first run")
+	toMode       = flag.String("to", "", "with convert: the mode to convert the table to")
 	shards       = flag.Int("shards", driver.DefaultShards, "number of sink shards; each account is written by exactly one")
 	batchID      = flag.Int64("batch_id", 0, "force this batch id (an error if it belongs to other inputs)")
 	maxRejects   = flag.String("max_rejects", "0", "rejected rows allowed before the run exits non-zero: a count or a percentage such as 0.5%")
@@ -63,6 +66,13 @@ var (
 	logLevel     = flag.String("log_level", "info", "debug, info, warn or error")
 	jsonReport   = flag.Bool("json", false, "print the run report as JSON")
 	progressInt  = flag.Duration("progress", 10*time.Second, "log progress at this interval while the pipeline runs (0: never)")
+
+	chaosSeed      = flag.Int64("seed", 1, "with chaos: the seed of the data and of every fault (replays a matrix)")
+	chaosLarge     = flag.Bool("large", false, "with chaos: the large matrix (200k rows) instead of the CI one (4k rows)")
+	chaosScenarios = flag.String("scenarios", "", "with chaos: comma-separated scenarios (default all)")
+	chaosModes     = flag.String("modes", "", "with chaos: comma-separated modes (default all)")
+	chaosRunners   = flag.String("runners", "direct,prism", "with chaos: comma-separated runners")
+	chaosMarkdown  = flag.String("markdown", "", "with chaos: also write the matrix as Markdown to this file")
 )
 
 func init() {
@@ -74,12 +84,16 @@ func usage() {
 	fmt.Fprintf(out, `balancebeam: transaction files to guarded PostgreSQL balances, on any Beam runner.
 
 Usage:
-  balancebeam [run] --input 'day1/*.csv' [--database postgres://...] [flags]
+  balancebeam [run] --input 'day1/*.csv' [--database postgres://...] [--mode ledger|snapshot|lww] [flags]
+  balancebeam recompute [--table T]         rebuild a ledger table's balances from its ledger
+  balancebeam convert --to MODE [--table T] switch a table to another mode
+  balancebeam chaos [--seed N] [--large] [--scenarios a,b] [--modes m] [--runners r] [--markdown F]
+                                            the fault matrix on a throwaway PostgreSQL
   balancebeam db status|stop [--state_dir DIR]
 
 Flags of balancebeam (Beam's own flags, such as --runner, are accepted too):
 `)
-	for _, name := range []string{"input", "database", "database_password_file", "table", "shards", "batch_id",
+	for _, name := range []string{"input", "database", "database_password_file", "table", "mode", "to", "shards", "batch_id",
 		"max_rejects", "flush_rows", "dedup_buckets", "state_dir", "json", "progress", "log_level", "runner"} {
 		if f := flag.Lookup(name); f != nil {
 			fmt.Fprintf(out, "  --%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
@@ -89,45 +103,45 @@ Flags of balancebeam (Beam's own flags, such as --runner, are accepted too):
 
 func main() {
 	flag.Usage = usage
-	args := os.Args[1:]
-	cmd := "run"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
-	}
-	switch cmd {
-	case "run":
-		os.Exit(runCmd(args))
-	case "db":
-		os.Exit(dbCmd(args))
-	case "help":
-		usage()
-		os.Exit(exitOK)
-	default:
-		fmt.Fprintf(os.Stderr, "balancebeam: unknown command %q (want run or db)\n", cmd)
+	// Flags may come before or after the command: parse up to the command,
+	// then the rest.
+	if err := flag.CommandLine.Parse(os.Args[1:]); err != nil {
 		os.Exit(exitUsage)
 	}
-}
-
-func parseFlags(args []string) bool {
-	if err := flag.CommandLine.Parse(args); err != nil {
-		return false
-	}
-	if err := logs.Setup(os.Stderr, *logLevel); err != nil {
-		fmt.Fprintln(os.Stderr, "balancebeam:", err)
-		return false
-	}
-	return true
-}
-
-func runCmd(args []string) int {
-	if !parseFlags(args) {
-		return exitUsage
+	cmd, rest := "run", flag.Args()
+	if len(rest) > 0 {
+		cmd = rest[0]
+		if err := flag.CommandLine.Parse(rest[1:]); err != nil {
+			os.Exit(exitUsage)
+		}
+		rest = flag.Args()
 	}
 	// Right after flags: a worker binary started by a runner becomes a
 	// worker here and never returns.
 	beam.Init()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "balancebeam: unexpected arguments %q (inputs go in --input)\n", flag.Args())
+	if err := logs.Setup(os.Stderr, *logLevel); err != nil {
+		fmt.Fprintln(os.Stderr, "balancebeam:", err)
+		os.Exit(exitUsage)
+	}
+	commands := map[string]func([]string) int{
+		"run":       runCmd,
+		"db":        dbCmd,
+		"recompute": func(args []string) int { return tableCmd("recompute", args) },
+		"convert":   func(args []string) int { return tableCmd("convert", args) },
+		"chaos":     chaosCmd,
+		"help":      func([]string) int { usage(); return exitOK },
+	}
+	run, ok := commands[cmd]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "balancebeam: unknown command %q (want run, recompute, convert, chaos or db)\n", cmd)
+		os.Exit(exitUsage)
+	}
+	os.Exit(run(rest))
+}
+
+func runCmd(args []string) int {
+	if len(args) > 0 {
+		fmt.Fprintf(os.Stderr, "balancebeam: unexpected arguments %q (inputs go in --input)\n", args)
 		return exitUsage
 	}
 	threshold, err := driver.ParseThreshold(*maxRejects)
@@ -138,23 +152,15 @@ func runCmd(args []string) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 
-	dsn := *database
-	if dsn == "" {
-		dsn = os.Getenv("DATABASE_URL")
+	m, err := sinks.ParseMode(*mode)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "balancebeam: --mode:", err)
+		return exitUsage
 	}
-	if dsn == "" {
-		c, err := localpg.Start(ctx, localpg.Options{Dir: filepath.Join(*stateDir, "pg"), Durable: true})
-		if err != nil {
-			slog.Error("no --database given and the embedded PostgreSQL did not start", "error", err)
-			return exitFailed
-		}
-		verb := "reusing"
-		if c.Started {
-			verb = "started"
-		}
-		slog.Info(verb+" the embedded PostgreSQL", "dir", c.Dir, "port", c.Port, "connect", c.PsqlCommand(),
-			"stop", "balancebeam db stop --state_dir "+*stateDir)
-		dsn = c.DSN()
+	dsn, err := databaseURL(ctx)
+	if err != nil {
+		slog.Error("no database", "error", err)
+		return exitFailed
 	}
 
 	runner := *runners.Runner
@@ -176,6 +182,7 @@ func runCmd(args []string) int {
 		DSN:          dsn,
 		PasswordFile: *passwordFile,
 		Table:        *table,
+		Mode:         m,
 		Shards:       *shards,
 		BatchID:      *batchID,
 		Runner:       runner,
@@ -205,15 +212,153 @@ func runCmd(args []string) int {
 	}
 }
 
+// databaseURL is --database, else $DATABASE_URL, else the embedded
+// database, started if need be.
+func databaseURL(ctx context.Context) (string, error) {
+	if *database != "" {
+		return *database, nil
+	}
+	if dsn := os.Getenv("DATABASE_URL"); dsn != "" {
+		return dsn, nil
+	}
+	c, err := localpg.Start(ctx, localpg.Options{Dir: filepath.Join(*stateDir, "pg"), Durable: true})
+	if err != nil {
+		return "", fmt.Errorf("no --database given and the embedded PostgreSQL did not start: %w", err)
+	}
+	verb := "reusing"
+	if c.Started {
+		verb = "started"
+	}
+	slog.Info(verb+" the embedded PostgreSQL", "dir", c.Dir, "port", c.Port, "connect", c.PsqlCommand(),
+		"stop", "balancebeam db stop --state_dir "+*stateDir)
+	return c.DSN(), nil
+}
+
+// tableCmd runs recompute and convert.
+func tableCmd(cmd string, args []string) int {
+	if len(args) > 0 {
+		fmt.Fprintf(os.Stderr, "balancebeam %s: unexpected arguments %q\n", cmd, args)
+		return exitUsage
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	dsn, err := databaseURL(ctx)
+	if err != nil {
+		slog.Error("no database", "error", err)
+		return exitFailed
+	}
+	pool, err := sinks.OpenPool(ctx, sinks.Connection{DSN: dsn, MaxConns: 1})
+	if err != nil {
+		slog.Error("connect", "error", err)
+		return exitFailed
+	}
+	defer pool.Close()
+	tables := sinks.Tables{Accounts: *table}
+	switch cmd {
+	case "recompute":
+		changed, removed, err := sinks.Recompute(ctx, pool, tables)
+		if err != nil {
+			slog.Error("recompute failed", "error", err)
+			return exitFailed
+		}
+		fmt.Printf("recomputed %s from %s: %d accounts changed, %d removed\n", tables.Key(), tables.Ledger(), changed, removed)
+	case "convert":
+		to, err := sinks.ParseMode(*toMode)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "balancebeam convert: --to:", err)
+			return exitUsage
+		}
+		from, err := sinks.Convert(ctx, pool, tables, to)
+		if err != nil {
+			slog.Error("convert failed", "error", err)
+			return exitFailed
+		}
+		fmt.Printf("table %s: %s mode -> %s mode\n", tables.Key(), from, to)
+	}
+	return exitOK
+}
+
+// chaosCmd runs the fault matrix and exits non-zero when a cell does not
+// come out as the guarantee table claims.
+func chaosCmd(args []string) int {
+	if len(args) > 0 {
+		fmt.Fprintf(os.Stderr, "balancebeam chaos: unexpected arguments %q\n", args)
+		return exitUsage
+	}
+	self, err := os.Executable()
+	if err != nil {
+		slog.Error("chaos: cannot find this program to start its child processes", "error", err)
+		return exitFailed
+	}
+	logs.QuietBeamErrors() // failing bundles are the point; each cell reports its outcome
+	opts := chaos.Small
+	if *chaosLarge {
+		opts = chaos.Large
+	}
+	opts.Seed, opts.Self, opts.Log = *chaosSeed, self, os.Stderr
+	opts.Scenarios = splitList(*chaosScenarios)
+	opts.Runners = splitList(*chaosRunners)
+	for _, m := range splitList(*chaosModes) {
+		mode, err := sinks.ParseMode(m)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "balancebeam chaos: --modes:", err)
+			return exitUsage
+		}
+		opts.Modes = append(opts.Modes, mode)
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	start := time.Now()
+	cells, err := chaos.Run(ctx, opts)
+	fmt.Printf("\nchaos matrix, seed %d, %d rows over %d accounts in %d files, %s:\n\n", opts.Seed, opts.Rows, opts.Accounts, opts.Files, time.Since(start).Round(time.Second))
+	chaos.WriteText(os.Stdout, cells)
+	if *chaosMarkdown != "" {
+		f, ferr := os.Create(*chaosMarkdown)
+		if ferr == nil {
+			fmt.Fprintf(f, "Seed %d, %d rows over %d accounts in %d files.\n\n", opts.Seed, opts.Rows, opts.Accounts, opts.Files)
+			chaos.WriteMarkdown(f, cells)
+			ferr = f.Close()
+		}
+		if ferr != nil {
+			slog.Error("write the Markdown matrix", "error", ferr)
+		}
+	}
+	if err != nil {
+		slog.Error("chaos run stopped", "error", err)
+		return exitFailed
+	}
+	failed := 0
+	for _, c := range cells {
+		if !c.OK() {
+			failed++
+			fmt.Printf("\nFAILED: %s / %s / %s: replay with: balancebeam chaos --seed %d --scenarios %s --modes %s --runners %s\n  note: %s\n",
+				c.Scenario, c.Mode, c.Runner, opts.Seed, c.Scenario, c.Mode, c.Runner, c.Note)
+		}
+	}
+	if failed > 0 {
+		fmt.Printf("\n%d of %d cells did not come out as claimed\n", failed, len(cells))
+		return exitFailed
+	}
+	fmt.Printf("\nall %d cells came out as the guarantee table claims\n", len(cells))
+	return exitOK
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func dbCmd(args []string) int {
 	if len(args) == 0 {
 		fmt.Fprintln(os.Stderr, "balancebeam db: want status or stop")
 		return exitUsage
 	}
 	sub := args[0]
-	if !parseFlags(args[1:]) {
-		return exitUsage
-	}
 	ctx := context.Background()
 	dir := filepath.Join(*stateDir, "pg")
 	switch sub {

@@ -45,8 +45,14 @@ type Options struct {
 	FlushRows int
 	// MaxRejects is how many rejected rows a run may have and still succeed.
 	MaxRejects Threshold
+	// Mode is how balances are written (default snapshot); a table keeps the
+	// mode of its first run.
+	Mode sinks.Mode
 	// FailAfterFlushes injects a sink fault (tests and chaos only).
 	FailAfterFlushes int
+	// SplitAccounts injects a broken partitioner that sends each account to
+	// two shards (tests and chaos only).
+	SplitAccounts bool
 	// Clock pins the batch timestamp of a new batch; nil means time.Now.
 	Clock func() time.Time
 	// Progress, when positive, logs a line at this interval while the
@@ -61,16 +67,17 @@ const DefaultShards = 4
 type Report struct {
 	// DryRun is set when the runner only translated the job (Dataflow's
 	// --dry_run): nothing ran and nothing was written.
-	DryRun         bool      `json:"dry_run,omitempty"`
-	BatchID        int64     `json:"batch_id"`
-	Run            int       `json:"run"`
-	NewBatch       bool      `json:"new_batch"`
-	PreviousStatus string    `json:"previous_status,omitempty"`
-	PinnedAt       time.Time `json:"pinned_at"`
-	Table          string    `json:"table"`
-	Runner         string    `json:"runner"`
-	Shards         int       `json:"shards"`
-	Files          []string  `json:"files"`
+	DryRun         bool       `json:"dry_run,omitempty"`
+	BatchID        int64      `json:"batch_id"`
+	Run            int        `json:"run"`
+	NewBatch       bool       `json:"new_batch"`
+	PreviousStatus string     `json:"previous_status,omitempty"`
+	PinnedAt       time.Time  `json:"pinned_at"`
+	Table          string     `json:"table"`
+	Mode           sinks.Mode `json:"mode"`
+	Runner         string     `json:"runner"`
+	Shards         int        `json:"shards"`
+	Files          []string   `json:"files"`
 
 	RowsRead         int64            `json:"rows_read"`
 	RowsApplied      int64            `json:"rows_applied"`
@@ -80,8 +87,19 @@ type Report struct {
 	Accounts         int64            `json:"accounts"`
 	RowsUpserted     int64            `json:"rows_upserted"`
 	RowsStale        int64            `json:"rows_skipped_stale"`
-	Elapsed          time.Duration    `json:"elapsed_ns"`
+	// Ledger mode: transactions new to the ledger, already in it, and
+	// conflicting with it (rejected, counted in Rejected too).
+	LedgerInserted  int64         `json:"ledger_inserted,omitempty"`
+	LedgerKnown     int64         `json:"ledger_known,omitempty"`
+	LedgerConflicts int64         `json:"ledger_conflicts,omitempty"`
+	Elapsed         time.Duration `json:"elapsed_ns"`
 }
+
+// ErrIncompleteRun is returned when the runner reported success but the
+// run's marks show that part of the batch was not written (a runner that lost
+// or duplicated data, as Prism 2.62 can on a failed bundle). The batch is not
+// committed; rerunning it repairs the table.
+var ErrIncompleteRun = errors.New("the runner reported success but the run is incomplete")
 
 // ErrTooManyRejects is returned (with a report) when a run rejected more
 // rows than Options.MaxRejects allows. The batch is committed all the same:
@@ -98,6 +116,12 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if opts.Runner == "" {
 		opts.Runner = "prism"
 	}
+	if opts.Mode == "" {
+		opts.Mode = sinks.ModeSnapshot
+	}
+	if _, err := sinks.ParseMode(string(opts.Mode)); err != nil {
+		return nil, err
+	}
 	clock := opts.Clock
 	if clock == nil {
 		clock = time.Now
@@ -107,7 +131,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return nil, err
 	}
 
-	m, err := manifest.Build(manifest.SplitPatterns(opts.Inputs))
+	m, err := manifest.Build(ctx, manifest.SplitPatterns(opts.Inputs))
 	if err != nil {
 		return nil, err
 	}
@@ -136,19 +160,26 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err := pool.Ping(ctx); err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", sinks.Redact(cleanDSN), err)
 	}
-	if err := sinks.EnsureSchema(ctx, pool, tables); err != nil {
+	// The driver's own statements ride out a dropped connection or a database
+	// restart like the sinks' do; each is idempotent.
+	retry := sinks.DefaultRetry
+	if err := retry.Do(ctx, "create schema", func() error { return sinks.EnsureSchema(ctx, pool, tables, opts.Mode) }); err != nil {
 		return nil, err
 	}
 	reg := &sinks.Registry{Pool: pool, Tables: tables}
-	batch, err := reg.Register(ctx, sinks.BatchRequest{
-		ManifestSHA256: m.SHA256, Files: m.Files, PinnedAt: clock(), ForceID: opts.BatchID,
-	})
-	if err != nil {
-		return nil, err
+	pinnedAt := clock()
+	var batch sinks.Batch
+	if err := retry.Do(ctx, "register the batch", func() (err error) {
+		batch, err = reg.Register(ctx, sinks.BatchRequest{
+			ManifestSHA256: m.SHA256, Files: m.Files, PinnedAt: pinnedAt, ForceID: opts.BatchID,
+		})
+		return err
+	}); err != nil {
+		return nil, explainConflict(ctx, reg, opts.BatchID, m, err)
 	}
 	rep := &Report{
 		BatchID: batch.ID, Run: batch.Run, NewBatch: batch.New, PreviousStatus: batch.PreviousStatus, PinnedAt: batch.PinnedAt,
-		Table: tables.Key(), Runner: opts.Runner, Shards: opts.Shards,
+		Table: tables.Key(), Mode: opts.Mode, Runner: opts.Runner, Shards: opts.Shards,
 	}
 	rep.Files = filePaths(m)
 	slog.Info("batch registered", "batch", batch.ID, "new", batch.New, "files", len(m.Files), "table", tables.Key(), "database", sinks.Redact(cleanDSN))
@@ -159,22 +190,18 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	stop()
 	if err != nil {
 		err = fmt.Errorf("batch %d: pipeline failed: %w", batch.ID, err)
-		if ferr := reg.Fail(context.WithoutCancel(ctx), batch.ID, err); ferr != nil {
-			slog.Error("could not record the failure", "batch", batch.ID, "error", ferr)
-		}
+		fail(context.WithoutCancel(ctx), reg, batch.ID, err)
 		return nil, err
 	}
 
 	// The report comes from the database, not from runner metrics.
-	if err := checkMarks(ctx, reg, rep, parse.Buckets); err != nil {
-		err = fmt.Errorf("batch %d: the runner reported success, but %w; the batch is not committed: run it again", batch.ID, err)
-		if ferr := reg.Fail(context.WithoutCancel(ctx), batch.ID, err); ferr != nil {
-			slog.Error("could not record the failure", "batch", batch.ID, "error", ferr)
-		}
+	if err := retry.Do(ctx, "check the run's marks", func() error { return checkMarks(ctx, reg, rep, parse.Buckets) }); err != nil {
+		err = fmt.Errorf("batch %d: %w: %w; the batch is not committed: run it again", batch.ID, ErrIncompleteRun, err)
+		fail(context.WithoutCancel(ctx), reg, batch.ID, err)
 		return nil, err
 	}
 	rep.Elapsed = time.Since(start)
-	if err := reg.Commit(ctx, batch.ID, rep); err != nil {
+	if err := retry.Do(ctx, "commit the batch", func() error { return reg.Commit(ctx, batch.ID, rep) }); err != nil {
 		return nil, err
 	}
 	if allowed := opts.MaxRejects.Allowed(rep.RowsRead); rep.Rejected > allowed {
@@ -189,16 +216,18 @@ func buildGraph(opts Options, tables sinks.Tables, m *manifest.Manifest, cleanDS
 	parse := opts.Parse.WithDefaults()
 	files := make([]transforms.FileSpec, len(m.Files))
 	for i, f := range m.Files {
-		files[i] = transforms.FileSpec{Index: int32(i), Path: f.Path, Size: f.Size, SHA256: f.SHA256}
+		files[i] = fileSpec(i, f)
 	}
 	p, s := beam.NewPipelineWithRoot()
 	pipeline.Build(s, pipeline.Config{
-		Files:  files,
-		Parse:  parse,
-		Shards: opts.Shards,
+		Files:         files,
+		Parse:         parse,
+		Shards:        opts.Shards,
+		SplitAccounts: opts.SplitAccounts,
 		Target: sinks.Target{
 			Conn:             sinks.Connection{DSN: cleanDSN, PasswordFile: opts.PasswordFile, MaxConns: 2},
 			Tables:           tables,
+			Mode:             opts.Mode,
 			BatchID:          batch.ID,
 			Run:              batch.Run,
 			PinnedAt:         batch.PinnedAt,
@@ -237,8 +266,16 @@ func translateOnly(ctx context.Context, opts Options, tables sinks.Tables, m *ma
 	if _, err := beam.Run(ctx, opts.Runner, p); err != nil {
 		return nil, fmt.Errorf("dry run: %w", err)
 	}
-	return &Report{DryRun: true, PinnedAt: batch.PinnedAt, Table: tables.Key(), Runner: opts.Runner, Shards: opts.Shards,
+	return &Report{DryRun: true, PinnedAt: batch.PinnedAt, Table: tables.Key(), Mode: opts.Mode, Runner: opts.Runner, Shards: opts.Shards,
 		Files: filePaths(m), Elapsed: time.Since(start)}, nil
+}
+
+// fail records a failed run, retrying like the other statements.
+func fail(ctx context.Context, reg *sinks.Registry, batch int64, cause error) {
+	retry := sinks.DefaultRetry
+	if err := retry.Do(ctx, "record the failure", func() error { return reg.Fail(ctx, batch, cause) }); err != nil {
+		slog.Error("could not record the failure", "batch", batch, "error", err)
+	}
 }
 
 // checkMarks accepts a run only if every shard wrote its mark row in this
@@ -250,6 +287,8 @@ func checkMarks(ctx context.Context, reg *sinks.Registry, rep *Report, buckets i
 	if err != nil {
 		return err
 	}
+	rep.Accounts, rep.RowsUpserted, rep.RowsStale = 0, 0, 0
+	rep.LedgerInserted, rep.LedgerKnown, rep.LedgerConflicts = 0, 0, 0
 	seen := make([]bool, rep.Shards)
 	for i, m := range marks {
 		if m.Shard < 0 || m.Shard >= rep.Shards {
@@ -265,6 +304,9 @@ func checkMarks(ctx context.Context, reg *sinks.Registry, rep *Report, buckets i
 		rep.Accounts += m.Accounts
 		rep.RowsUpserted += m.Upserted
 		rep.RowsStale += m.Stale
+		rep.LedgerInserted += m.Inserted
+		rep.LedgerKnown += m.Known
+		rep.LedgerConflicts += m.Conflicts
 	}
 	var missing []int
 	for s, ok := range seen {
@@ -277,6 +319,9 @@ func checkMarks(ctx context.Context, reg *sinks.Registry, rep *Report, buckets i
 	}
 	m := marks[0]
 	rep.RowsRead, rep.RowsApplied, rep.Duplicates = m.RowsRead, m.Applied, m.Duplicates
+	if rep.Mode == sinks.ModeLedger {
+		rep.RowsApplied = rep.LedgerInserted // what this run added to the balances
+	}
 	if m.RowsRead != m.Applied+m.Duplicates+m.Rejected {
 		return fmt.Errorf("rows read %d != applied %d + duplicates %d + rejected %d", m.RowsRead, m.Applied, m.Duplicates, m.Rejected)
 	}
@@ -289,8 +334,13 @@ func checkMarks(ctx context.Context, reg *sinks.Registry, rep *Report, buckets i
 	for _, n := range byReason {
 		rep.Rejected += n
 	}
-	if rep.Rejected != m.Rejected {
-		return fmt.Errorf("%d rows were rejected but %d are stored in rejected_rows", m.Rejected, rep.Rejected)
+	if rep.Mode == sinks.ModeLedger {
+		if got := rep.LedgerInserted + rep.LedgerKnown + rep.LedgerConflicts; got != m.Applied {
+			return fmt.Errorf("the ledger accounted for %d transactions of %d", got, m.Applied)
+		}
+	}
+	if want := m.Rejected + rep.LedgerConflicts; rep.Rejected != want {
+		return fmt.Errorf("%d rows were rejected but %d are stored in rejected_rows", want, rep.Rejected)
 	}
 	return nil
 }

@@ -219,7 +219,7 @@ func TestScenarios(t *testing.T) {
 				opts := Options{Inputs: []string{day1, day2}, Runner: runner, DSN: dsn, Clock: clock(t),
 					MaxRejects: Threshold{Count: 3}, Shards: 1, FlushRows: 2, FailAfterFlushes: 2}
 				_, err := Run(context.Background(), opts)
-				if err == nil || !strings.Contains(err.Error(), "injected fault") {
+				if !failedRun(err) {
 					t.Fatalf("faulty run: %v", err)
 				}
 				if n := len(dump(t, dsn, "accounts")); n != 4 {
@@ -520,4 +520,11 @@ func TestCheckMarks(t *testing.T) {
 
 func sinksPool(dsn string) (*pgxpool.Pool, error) {
 	return sinks.OpenPool(context.Background(), sinks.Connection{DSN: dsn})
+}
+
+// failedRun reports whether err is the failure of a run with an injected
+// sink fault: the fault itself, or, when the runner reported success for the
+// failed bundle (Prism 2.62 can), the completeness check's ErrIncompleteRun.
+func failedRun(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "injected fault") || errors.Is(err, ErrIncompleteRun))
 }

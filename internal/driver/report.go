@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/balancebeam/balancebeam/sinks"
 )
 
 // WriteText writes the report for a person to read.
@@ -21,11 +23,16 @@ func (r *Report) WriteText(w io.Writer) {
 	} else if r.PreviousStatus != "" {
 		state = "reused, was " + r.PreviousStatus
 	}
-	fmt.Fprintf(w, "batch %d (%s), run %d, pinned at %s, table %s, runner %s, %d shards\n",
-		r.BatchID, state, r.Run, r.PinnedAt.UTC().Format(time.RFC3339Nano), r.Table, r.Runner, r.Shards)
+	fmt.Fprintf(w, "batch %d (%s), run %d, pinned at %s, table %s (%s mode), runner %s, %d shards\n",
+		r.BatchID, state, r.Run, r.PinnedAt.UTC().Format(time.RFC3339Nano), r.Table, r.Mode, r.Runner, r.Shards)
 	fmt.Fprintf(w, "  files     %d: %s\n", len(r.Files), strings.Join(r.Files, ", "))
-	fmt.Fprintf(w, "  rows      read %d = applied %d + duplicates collapsed %d + rejected %d\n",
-		r.RowsRead, r.RowsApplied, r.Duplicates, r.Rejected)
+	if r.Mode == sinks.ModeLedger {
+		fmt.Fprintf(w, "  rows      read %d = new to the ledger %d + already in the ledger %d + duplicates collapsed %d + rejected %d\n",
+			r.RowsRead, r.LedgerInserted, r.LedgerKnown, r.Duplicates, r.Rejected)
+	} else {
+		fmt.Fprintf(w, "  rows      read %d = applied %d + duplicates collapsed %d + rejected %d\n",
+			r.RowsRead, r.RowsApplied, r.Duplicates, r.Rejected)
+	}
 	if len(r.RejectedByReason) > 0 {
 		reasons := make([]string, 0, len(r.RejectedByReason))
 		for reason := range r.RejectedByReason {
@@ -38,8 +45,15 @@ func (r *Report) WriteText(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  rejected  %s\n", strings.Join(parts, ", "))
 	}
-	fmt.Fprintf(w, "  accounts  %d: %d upserted, %d skipped as stale (already at batch %d or newer)\n",
-		r.Accounts, r.RowsUpserted, r.RowsStale, r.BatchID)
+	switch r.Mode {
+	case sinks.ModeLedger:
+		fmt.Fprintf(w, "  accounts  %d: %d changed, %d unchanged (no transaction new to the ledger)\n", r.Accounts, r.RowsUpserted, r.RowsStale)
+	case sinks.ModeLWW:
+		fmt.Fprintf(w, "  accounts  %d written (last write wins, no guard)\n", r.RowsUpserted)
+	default:
+		fmt.Fprintf(w, "  accounts  %d: %d upserted, %d skipped as stale (already at batch %d or newer)\n",
+			r.Accounts, r.RowsUpserted, r.RowsStale, r.BatchID)
+	}
 	rate := ""
 	if secs := r.Elapsed.Seconds(); secs > 0 && r.RowsRead > 0 {
 		rate = fmt.Sprintf(" (%.0f rows/s)", float64(r.RowsRead)/secs)

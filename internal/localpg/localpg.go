@@ -44,6 +44,7 @@ type Cluster struct {
 	// Started is true when Start started the server (rather than finding it
 	// running already).
 	Started bool
+	durable bool
 	binDir  string
 	runAs   *user.User
 }
@@ -96,7 +97,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: dir, Database: opts.Database, binDir: bin}
+	c := &Cluster{Dir: dir, Database: opts.Database, binDir: bin, durable: opts.Durable}
 	if c.Database == "" {
 		c.Database = DefaultDatabase
 	}
@@ -138,6 +139,27 @@ func (c *Cluster) PsqlCommand() string {
 func (c *Cluster) Stop(ctx context.Context) error {
 	if out, err := c.run(ctx, "pg_ctl", "stop", "-D", c.Dir, "-m", "fast", "-w"); err != nil {
 		return fmt.Errorf("stop PostgreSQL in %s: %w: %s", c.Dir, err, out)
+	}
+	return nil
+}
+
+// Restart stops the server (fast shutdown, which ends every connection),
+// waits down, and starts it again on the same port.
+func (c *Cluster) Restart(ctx context.Context, down time.Duration) error {
+	if err := c.Stop(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(down):
+	}
+	port := c.Port
+	if err := c.start(ctx, c.durable); err != nil {
+		return err
+	}
+	if c.Port != port {
+		return fmt.Errorf("PostgreSQL in %s came back on port %d, not %d", c.Dir, c.Port, port)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"runtime"
 	"strings"
+	"sync/atomic"
 
 	beamlog "github.com/apache/beam/sdks/v2/go/pkg/beam/log"
 )
@@ -30,12 +31,20 @@ func Setup(w io.Writer, level string) error {
 
 const beamPkg = "github.com/apache/beam/"
 
+// quietAll makes quietBeam lower every record of Beam's, errors included.
+var quietAll atomic.Bool
+
+// QuietBeamErrors lowers Beam's own error records to debug too: for the
+// chaos command, where failing bundles are the point and the program
+// reports their outcome itself.
+func QuietBeamErrors() { quietAll.Store(true) }
+
 // quietBeam lowers records logged from Beam's packages below warning level
-// to debug.
+// (or all of them, after QuietBeamErrors) to debug.
 type quietBeam struct{ slog.Handler }
 
 func (q *quietBeam) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level < slog.LevelWarn && r.PC != 0 {
+	if (r.Level < slog.LevelWarn || quietAll.Load()) && r.PC != 0 {
 		if f := runtime.FuncForPC(r.PC); f != nil && strings.HasPrefix(f.Name(), beamPkg) {
 			if !q.Handler.Enabled(ctx, slog.LevelDebug) {
 				return nil
@@ -59,10 +68,11 @@ type beamLogger struct{}
 
 func (beamLogger) Log(ctx context.Context, sev beamlog.Severity, _ int, msg string) {
 	lv := slog.LevelDebug
-	switch sev {
-	case beamlog.SevWarn:
+	switch {
+	case quietAll.Load():
+	case sev == beamlog.SevWarn:
 		lv = slog.LevelWarn
-	case beamlog.SevError, beamlog.SevFatal:
+	case sev == beamlog.SevError || sev == beamlog.SevFatal:
 		lv = slog.LevelError
 	}
 	slog.Log(ctx, lv, strings.TrimSpace(msg), "source", "beam")

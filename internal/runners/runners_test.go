@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -84,10 +85,11 @@ func setFlags(t *testing.T, kv map[string]string) {
 	}
 }
 
-// dumpTables returns every table of a target as PostgreSQL's COPY text,
-// every column as the server prints it, rows in key order. The batches
-// table leaves out the two fields of a run's report that differ by runner:
-// its elapsed time and the runner's name.
+// dumpTables returns every table of the database's public schema as
+// PostgreSQL's COPY text, every column as the server prints it, rows in the
+// order of all their columns. In the batches table the run's report leaves
+// out the two fields that differ by runner: its elapsed time and the
+// runner's name.
 func dumpTables(t *testing.T, dsn string) map[string]string {
 	t.Helper()
 	ctx := context.Background()
@@ -99,19 +101,48 @@ func dumpTables(t *testing.T, dsn string) map[string]string {
 	if _, err := conn.Exec(ctx, "SET TimeZone = 'UTC'"); err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]string{}
-	for _, q := range []struct{ table, sql string }{
-		{"accounts", "SELECT * FROM accounts ORDER BY account_id"},
-		{"rejected_rows", "SELECT * FROM rejected_rows ORDER BY batch_id, source_file, line_number"},
-		{"batch_shards", "SELECT * FROM batch_shards ORDER BY batch_id, run, shard"},
-		{"batches", `SELECT batch_id, target_table, manifest_sha256, files, pinned_at, status, runs,
-			counts - 'elapsed_ns' - 'runner', error FROM batches ORDER BY batch_id`},
-	} {
-		var buf bytes.Buffer
-		if _, err := conn.PgConn().CopyTo(ctx, &buf, "COPY ("+q.sql+") TO STDOUT"); err != nil {
-			t.Fatalf("dump %s: %v", q.table, err)
+	rows, err := conn.Query(ctx, `SELECT table_name, column_name FROM information_schema.columns
+		WHERE table_schema = 'public' ORDER BY table_name, ordinal_position`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	columns := map[string][]string{}
+	var tables []string
+	for rows.Next() {
+		var table, column string
+		if err := rows.Scan(&table, &column); err != nil {
+			t.Fatal(err)
 		}
-		out[q.table] = buf.String()
+		if len(columns[table]) == 0 {
+			tables = append(tables, table)
+		}
+		expr := pgx.Identifier{column}.Sanitize()
+		if table == "batches" && column == "counts" {
+			expr = `counts - 'elapsed_ns' - 'runner'`
+		}
+		columns[table] = append(columns[table], expr)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"accounts", "batches", "batch_shards", "rejected_rows"} {
+		if len(columns[want]) == 0 {
+			t.Fatalf("no table %s among %v", want, tables)
+		}
+	}
+	out := map[string]string{}
+	for _, table := range tables {
+		cols := strings.Join(columns[table], ", ")
+		order := make([]string, len(columns[table]))
+		for i := range order {
+			order[i] = strconv.Itoa(i + 1)
+		}
+		q := "SELECT " + cols + " FROM " + pgx.Identifier{table}.Sanitize() + " ORDER BY " + strings.Join(order, ", ")
+		var buf bytes.Buffer
+		if _, err := conn.PgConn().CopyTo(ctx, &buf, "COPY ("+q+") TO STDOUT"); err != nil {
+			t.Fatalf("dump %s: %v", table, err)
+		}
+		out[table] = buf.String()
 	}
 	return out
 }
