@@ -56,7 +56,21 @@ type JobServer struct {
 // Start starts the job server on a free port and waits until its job
 // service accepts connections. If the server exits or is not up within
 // spec.Ready, Start stops it and returns an error with the tail of its log.
+// A server that lost its port to another process between the choice and
+// its bind is started again on another, up to three times.
 func Start(ctx context.Context, spec Spec) (*JobServer, error) {
+	for attempt := 1; ; attempt++ {
+		s, err := start(ctx, spec)
+		if errors.Is(err, errPortTaken) && attempt < 3 {
+			continue
+		}
+		return s, err
+	}
+}
+
+var errPortTaken = errors.New("its port was taken")
+
+func start(ctx context.Context, spec Spec) (*JobServer, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
@@ -100,8 +114,13 @@ func Start(ctx context.Context, spec Spec) (*JobServer, error) {
 		}
 		select {
 		case <-s.exited:
-			return nil, fmt.Errorf("the %s job server exited before its job service came up on %s (%v); the end of its log %s:\n%s",
-				spec.Name, s.Endpoint, s.err, spec.Log, s.Tail(40))
+			tail := s.Tail(40)
+			err := fmt.Errorf("the %s job server exited before its job service came up on %s (%v); the end of its log %s:\n%s",
+				spec.Name, s.Endpoint, s.err, spec.Log, tail)
+			if strings.Contains(tail, "address already in use") || strings.Contains(tail, "BindException") {
+				err = fmt.Errorf("%w: %w", errPortTaken, err)
+			}
+			return nil, err
 		case <-deadline.C:
 			s.Stop()
 			return nil, fmt.Errorf("the %s job server did not open its job service on %s within %s; the end of its log %s:\n%s",

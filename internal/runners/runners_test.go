@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/balancebeam/balancebeam/internal/driver"
@@ -47,7 +48,7 @@ func TestMain(m *testing.M) {
 	if code == 0 {
 		os.RemoveAll(tmpRoot)
 	} else {
-		fmt.Fprintf(os.Stderr, "runners: job server and worker logs kept in %s\n", tmpRoot)
+		fmt.Fprintf(os.Stderr, "runners: job server logs kept in %s\n", tmpRoot)
 	}
 	os.Exit(code)
 }
@@ -385,6 +386,16 @@ func TestFlink(t *testing.T) {
 		t.Fatalf("the Flink job server could not be assembled: %v", err)
 	}
 	t.Logf("flink job server classpath %s ready in %s", cp, time.Since(start).Round(time.Millisecond))
+	// The job server is the release of the Go SDK that submits to it.
+	classpath, err := os.ReadFile(cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, jar := range []string{"beam-runners-flink-1.19-" + core.SdkVersion + ".jar", "beam-runners-java-job-service-" + core.SdkVersion + ".jar"} {
+		if !bytes.Contains(classpath, []byte("/"+jar)) {
+			t.Fatalf("the Flink job server's classpath lacks %s (the Go SDK is %s)", jar, core.SdkVersion)
+		}
+	}
 	start = time.Now()
 	artifacts := filepath.Join(tmpRoot, "flink-artifacts")
 	s, err := Start(context.Background(), Spec{
