@@ -4,6 +4,7 @@
 // balance.
 //
 //	balancebeam --input 'testdata/day1/*.csv' --database postgres://...
+//	balancebeam verify [--table accounts] [--batch_id N] [--json]
 //	balancebeam db status|stop     # the embedded default database
 //
 // With no --database and no DATABASE_URL it uses an embedded PostgreSQL kept
@@ -33,6 +34,7 @@ import (
 	"github.com/balancebeam/balancebeam/internal/driver"
 	"github.com/balancebeam/balancebeam/internal/localpg"
 	"github.com/balancebeam/balancebeam/internal/logs"
+	"github.com/balancebeam/balancebeam/internal/verify"
 	"github.com/balancebeam/balancebeam/sinks"
 	"github.com/balancebeam/balancebeam/transforms"
 )
@@ -43,6 +45,9 @@ const (
 	exitFailed      = 1
 	exitUsage       = 2
 	exitTooManyRejs = 3
+	// verify: the table differs (exitFailed), or it could not be checked.
+	exitDifferent  = 1
+	exitUnverified = 4
 )
 
 type stringList []string
@@ -66,6 +71,8 @@ var (
 	logLevel     = flag.String("log_level", "info", "debug, info, warn or error")
 	jsonReport   = flag.Bool("json", false, "print the run report as JSON")
 	progressInt  = flag.Duration("progress", 10*time.Second, "log progress at this interval while the pipeline runs (0: never)")
+	maxDiffs     = flag.Int("max_diffs", verify.DefaultMaxDiffs, "verify: how many differences to list")
+	history      = flag.Bool("history", false, "verify: compare every account with all the distinct transactions of every committed batch, not only the batch that wrote it")
 
 	chaosSeed      = flag.Int64("seed", 1, "with chaos: the seed of the data and of every fault (replays a matrix)")
 	chaosLarge     = flag.Bool("large", false, "with chaos: the large matrix (200k rows) instead of the CI one (4k rows)")
@@ -85,16 +92,21 @@ func usage() {
 
 Usage:
   balancebeam [run] --input 'day1/*.csv' [--database postgres://...] [--mode ledger|snapshot|lww] [flags]
+  balancebeam verify [--database postgres://...] [--table T] [--batch_id N | --history] [--json] [--max_diffs N]
   balancebeam recompute [--table T]         rebuild a ledger table's balances from its ledger
   balancebeam convert --to MODE [--table T] switch a table to another mode
   balancebeam chaos [--seed N] [--large] [--scenarios a,b] [--modes m] [--runners r] [--markdown F]
                                             the fault matrix on a throwaway PostgreSQL
   balancebeam db status|stop [--state_dir DIR]
 
+verify recomputes the balances from the batches' registered input files, without Beam, and
+compares them with the table: exit 0 equal, 1 different, 4 could not verify (files gone or
+changed, or no database).
+
 Flags of balancebeam (Beam's own flags, such as --runner, are accepted too):
 `)
 	for _, name := range []string{"input", "database", "database_password_file", "table", "mode", "to", "shards", "batch_id",
-		"max_rejects", "flush_rows", "dedup_buckets", "state_dir", "json", "progress", "log_level", "runner"} {
+		"max_rejects", "flush_rows", "dedup_buckets", "state_dir", "json", "max_diffs", "history", "progress", "log_level", "runner"} {
 		if f := flag.Lookup(name); f != nil {
 			fmt.Fprintf(out, "  --%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
 		}
@@ -126,6 +138,7 @@ func main() {
 	commands := map[string]func([]string) int{
 		"run":       runCmd,
 		"db":        dbCmd,
+		"verify":    verifyCmd,
 		"recompute": func(args []string) int { return tableCmd("recompute", args) },
 		"convert":   func(args []string) int { return tableCmd("convert", args) },
 		"chaos":     chaosCmd,
@@ -133,7 +146,7 @@ func main() {
 	}
 	run, ok := commands[cmd]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "balancebeam: unknown command %q (want run, recompute, convert, chaos or db)\n", cmd)
+		fmt.Fprintf(os.Stderr, "balancebeam: unknown command %q (want run, verify, recompute, convert, chaos or db)\n", cmd)
 		os.Exit(exitUsage)
 	}
 	os.Exit(run(rest))
@@ -278,6 +291,40 @@ func tableCmd(cmd string, args []string) int {
 	return exitOK
 }
 
+func verifyCmd(args []string) int {
+	if len(args) > 0 {
+		fmt.Fprintf(os.Stderr, "balancebeam verify: unexpected arguments %q\n", args)
+		return exitUsage
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	dsn, err := databaseURL(ctx)
+	if err != nil {
+		slog.Error("no database", "error", err)
+		return exitUnverified
+	}
+	rep, err := verify.Run(ctx, verify.Options{DSN: dsn, Table: *table, BatchID: *batchID, MaxDiffs: *maxDiffs, History: *history})
+	if err != nil {
+		slog.Error("verify failed", "database", sinks.Redact(dsn), "error", err)
+		return exitUnverified
+	}
+	if *jsonReport {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep)
+	} else {
+		rep.WriteText(os.Stdout)
+	}
+	switch rep.Outcome() {
+	case verify.Equal:
+		return exitOK
+	case verify.Different:
+		return exitDifferent
+	default:
+		return exitUnverified
+	}
+}
+
 // chaosCmd runs the fault matrix and exits non-zero when a cell does not
 // come out as the guarantee table claims.
 func chaosCmd(args []string) int {
@@ -359,6 +406,14 @@ func dbCmd(args []string) int {
 		return exitUsage
 	}
 	sub := args[0]
+	// Flags after the sub-command (db stop --state_dir DIR).
+	if err := flag.CommandLine.Parse(args[1:]); err != nil {
+		return exitUsage
+	}
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "balancebeam db %s: unexpected arguments %q\n", sub, flag.Args())
+		return exitUsage
+	}
 	ctx := context.Background()
 	dir := filepath.Join(*stateDir, "pg")
 	switch sub {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/balancebeam/balancebeam/internal/driver"
 	"github.com/balancebeam/balancebeam/internal/localpg"
+	"github.com/balancebeam/balancebeam/internal/verify"
 	"github.com/balancebeam/balancebeam/sinks"
 )
 
@@ -42,9 +43,6 @@ type Options struct {
 	// Self is the balancebeam program, for the scenarios that need separate
 	// processes (kill -9, two processes at once).
 	Self string
-	// Verify, when set, is run on each cell's table after the scenario (the
-	// user-facing `balancebeam verify`); a cell whose verify fails fails.
-	Verify func(ctx context.Context, dsn, table string) (ok bool, summary string, err error)
 	// CellTimeout bounds one cell.
 	CellTimeout time.Duration
 	// Log gets a line per cell as it finishes (nil: none).
@@ -75,8 +73,11 @@ type Cell struct {
 	Claimed, Got string
 	// Account counts by kind of difference from the truth.
 	Lost, Doubled, Stale, Wrong int
-	// Verify is the verify command's summary, when run.
-	Verify string
+	// Verify is the summary of `balancebeam verify --history` on the cell's
+	// tables; VerifyEqual whether it found them equal to their inputs. It
+	// must agree with the claim: equal exactly where the cell claims correct.
+	Verify      string
+	VerifyEqual bool
 	// Note says what the faults did (kill point, retries, reruns).
 	Note string
 	// Err is set when the cell could not be run at all.
@@ -84,8 +85,10 @@ type Cell struct {
 	Elapsed time.Duration
 }
 
-// OK reports whether the cell came out as claimed.
-func (c Cell) OK() bool { return c.Err == nil && c.Got == c.Claimed }
+// OK reports whether the cell came out as claimed, and verify saw it so.
+func (c Cell) OK() bool {
+	return c.Err == nil && c.Got == c.Claimed && c.VerifyEqual == (c.Claimed == Correct)
+}
 
 // env is what a scenario works with.
 type env struct {
@@ -267,6 +270,8 @@ func runCell(ctx context.Context, opts Options, sc scenario, mode sinks.Mode, ru
 		return cell
 	}
 	cell.Got = Correct
+	cell.VerifyEqual = true
+	var summaries []string
 	for _, table := range tables {
 		got, err := readTable(ctx, e.dsn, table)
 		if err != nil {
@@ -274,21 +279,19 @@ func runCell(ctx context.Context, opts Options, sc scenario, mode sinks.Mode, ru
 			break
 		}
 		classify(&cell, got, want, older)
-		if opts.Verify != nil {
-			ok, summary, err := opts.Verify(ctx, e.dsn, table)
-			switch {
-			case err != nil:
-				cell.Verify = "error: " + err.Error()
-			case ok:
-				cell.Verify = "ok"
-			default:
-				cell.Verify = summary
-				if cell.Claimed == Correct {
-					cell.Got = Wrong // verify disagrees with a table that should be right
-				}
-			}
+		// Each run ends with the user's own check, which recomputes the
+		// balances from the batches' files by another path.
+		rep, err := verify.Run(ctx, verify.Options{DSN: e.dsn, Table: table, History: true})
+		if err != nil {
+			cell.Err = fmt.Errorf("verify %s: %w", table, err)
+			break
 		}
+		if rep.Outcome() != verify.Equal {
+			cell.VerifyEqual = false
+		}
+		summaries = append(summaries, rep.Summary())
 	}
+	cell.Verify = strings.Join(slices.Compact(summaries), "; ")
 	cell.Elapsed = time.Since(start)
 	return cell
 }
@@ -383,6 +386,8 @@ func cellText(c Cell) string {
 		return "pass"
 	case c.OK():
 		return "pass (" + detail + ", as claimed)"
+	case c.Got == c.Claimed:
+		return "FAIL (verify: " + c.Verify + ")"
 	default:
 		return "FAIL (" + detail + "; claimed " + c.Claimed + ")"
 	}

@@ -58,6 +58,10 @@ type Options struct {
 	// Progress, when positive, logs a line at this interval while the
 	// pipeline runs.
 	Progress time.Duration
+	// AfterRegister, when set, is called once the batch is registered with
+	// its manifest and before the pipeline reads the files (tests and chaos
+	// only: to change an input in between, deterministically).
+	AfterRegister func(files []manifest.File)
 }
 
 // DefaultShards is the shard count when Options.Shards is zero.
@@ -183,6 +187,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	rep.Files = filePaths(m)
 	slog.Info("batch registered", "batch", batch.ID, "new", batch.New, "files", len(m.Files), "table", tables.Key(), "database", sinks.Redact(cleanDSN))
+	if opts.AfterRegister != nil {
+		opts.AfterRegister(m.Files)
+	}
 	p, parse := buildGraph(opts, tables, m, cleanDSN, batch)
 
 	stop := progress(opts.Progress, start, batch.ID)

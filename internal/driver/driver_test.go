@@ -6,9 +6,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +21,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/balancebeam/balancebeam/internal/logs"
+	"github.com/balancebeam/balancebeam/internal/manifest"
 	"github.com/balancebeam/balancebeam/internal/pgtest"
+	"github.com/balancebeam/balancebeam/internal/verify"
 	"github.com/balancebeam/balancebeam/sinks"
 	"github.com/balancebeam/balancebeam/transforms/txnfile"
 )
@@ -359,8 +364,21 @@ func TestEveryRejectReason(t *testing.T) {
 	}
 }
 
+const hdr = "transaction_id,account_id,amount,timestamp"
+
+// randomBytes returns n bytes from a fixed seed.
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
 // TestBadInputsWriteNothing: a missing input, an empty glob, a file without
-// a header or with a bad header fail before anything is written.
+// a header or with a bad header (truncated, binary, NULs, a header line over
+// 1 MiB) fail before anything is written.
 func TestBadInputsWriteNothing(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, data string) string {
@@ -384,6 +402,14 @@ func TestBadInputsWriteNothing(t *testing.T) {
 		{"directory", []string{dir}, "is a directory"},
 		{"empty file", []string{good, write("empty.csv", "")}, "no header"},
 		{"header lacks a column", []string{write("nohdr.csv", "t1,a,1.00,2026-12-01T00:00:00Z\n")}, "lacks column"},
+		{"truncated in the header", []string{good, write("cut.csv", "transaction_id,account_id,amo")}, "lacks column(s) amount, timestamp"},
+		{"only a BOM", []string{write("bom.csv", "\ufeff")}, "no header"},
+		{"binary", []string{good, write("random.bin", string(randomBytes(4096, 1)))}, "header"},
+		{"NULs", []string{write("nuls.bin", strings.Repeat("\x00", 4096))}, "lacks column"},
+		{"header over 1 MiB", []string{write("longhdr.csv", hdr+","+strings.Repeat("x", txnfile.MaxLineBytes)+"\nt1,a,1.00,2026-12-01T00:00:00Z\n")},
+			"line is longer than 1048576 bytes"},
+		{"one huge line without a line end", []string{write("huge.csv", strings.Repeat("y", 3*txnfile.MaxLineBytes))},
+			"line is longer than 1048576 bytes"},
 	}
 	if os.Geteuid() != 0 { // root reads anything
 		tests = append(tests, struct {
@@ -520,6 +546,286 @@ func TestCheckMarks(t *testing.T) {
 
 func sinksPool(dsn string) (*pgxpool.Pool, error) {
 	return sinks.OpenPool(context.Background(), sinks.Connection{DSN: dsn})
+}
+
+// rejectedLines returns a batch's rejected rows of one file: line -> reason.
+func rejectedLines(t *testing.T, dsn string, batch int64, file string) map[int64]string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, "SELECT line_number, reason FROM rejected_rows WHERE batch_id = $1 AND source_file = $2", batch, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int64]string{}
+	for rows.Next() {
+		var line int64
+		var reason string
+		if err := rows.Scan(&line, &reason); err != nil {
+			t.Fatal(err)
+		}
+		out[line] = reason
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// count runs a count(*) query.
+func count(t *testing.T, dsn, sql string, args ...any) int64 {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int64
+	if err := conn.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// mustVerify checks the table with the independent verifier.
+func mustVerify(t *testing.T, dsn string) {
+	t.Helper()
+	rep, err := verify.Run(context.Background(), verify.Options{DSN: dsn})
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if rep.Outcome() != verify.Equal {
+		var b strings.Builder
+		rep.WriteText(&b)
+		t.Errorf("verify:\n%s", b.String())
+	}
+}
+
+// TestBadInputOutcomes: files that are truncated mid-row (with and without
+// an open quote), binary or NUL-filled after a good header, header-only, or
+// hold a huge line end with a clear outcome: the batch is committed, the
+// good rows applied, each bad row rejected with its reason, and every row
+// read accounted for. The verifier agrees with the table after each.
+func TestBadInputOutcomes(t *testing.T) {
+	const ok = "t-ok,acc-ok,1.00,2026-12-01T00:00:00Z\n"
+	garbage := string(randomBytes(2048, 2))
+	tests := []struct {
+		name     string
+		data     string
+		read     int64
+		applied  int64
+		reasons  map[int64]string // nil: check only that rows read = applied + rejected
+		balances [][3]string
+	}{
+		{"truncated mid-row", hdr + "\n" + ok + "t-2,acc-ok,2.00,2026-12-01T00:0", 2, 1,
+			map[int64]string{3: "bad_timestamp"}, [][3]string{{"acc-ok", "1.00", "1"}}},
+		{"truncated mid-field list", hdr + "\n" + ok + "t-2,acc-ok", 2, 1,
+			map[int64]string{3: "wrong_field_count"}, [][3]string{{"acc-ok", "1.00", "1"}}},
+		{"truncated in an open quote", hdr + "\n" + ok + "t-2,\"acc-ok,2.00,2026-12-01T00:00:00Z", 2, 1,
+			map[int64]string{3: "malformed_csv"}, [][3]string{{"acc-ok", "1.00", "1"}}},
+		{"an open quote mid-file: the lines after it are rows again", hdr + "\nt-1,\"acc-ok,1.00,2026-12-01T00:00:00Z\n" + ok, 2, 1,
+			map[int64]string{2: "malformed_csv"}, [][3]string{{"acc-ok", "1.00", "1"}}},
+		{"header only", hdr + "\n", 0, 0, map[int64]string{}, nil},
+		{"header only, with a BOM, CRLF and an empty line", "\ufeff" + hdr + "\r\n\r\n", 0, 0, map[int64]string{}, nil},
+		{"NUL rows", hdr + "\n" + ok + "\x00\x00\x00\n\x00,\x00,\x00,\x00\nt-n\x00,acc-ok,1.00,2026-12-01T00:00:00Z\n", 4, 1,
+			map[int64]string{3: "wrong_field_count", 4: "bad_id", 5: "bad_id"}, [][3]string{{"acc-ok", "1.00", "1"}}},
+		{"binary after the header", hdr + "\n" + ok + garbage + "\n" + ok, -1, 1, nil, [][3]string{{"acc-ok", "1.00", "1"}}},
+		{"a huge line at the end without a line end", hdr + "\n" + ok + strings.Repeat("z", 3*txnfile.MaxLineBytes), 2, 1,
+			map[int64]string{3: "line_too_long"}, [][3]string{{"acc-ok", "1.00", "1"}}},
+		{"a huge line in an open quote", hdr + "\nt-q,\"x\n" + strings.Repeat("z", 2*txnfile.MaxLineBytes) + "\n" + ok, 3, 1,
+			map[int64]string{2: "malformed_csv", 3: "line_too_long"}, [][3]string{{"acc-ok", "1.00", "1"}}},
+	}
+	dir := t.TempDir()
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, fmt.Sprintf("bad%d.csv", i))
+			if err := os.WriteFile(path, []byte(tt.data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			dsn := pgtest.New(t)
+			rep, err := Run(context.Background(), Options{Inputs: []string{path}, Runner: "direct", DSN: dsn, Clock: clock(t),
+				MaxRejects: Threshold{Percent: 100, IsPct: true}})
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			if (tt.read >= 0 && rep.RowsRead != tt.read) || rep.RowsApplied != tt.applied ||
+				rep.RowsRead != rep.RowsApplied+rep.Duplicates+rep.Rejected {
+				t.Errorf("report: read %d applied %d dups %d rejected %d", rep.RowsRead, rep.RowsApplied, rep.Duplicates, rep.Rejected)
+			}
+			got := rejectedLines(t, dsn, rep.BatchID, path)
+			if tt.reasons != nil && !reflect.DeepEqual(got, tt.reasons) {
+				t.Errorf("rejected rows\n got %v\nwant %v", got, tt.reasons)
+			}
+			if int64(len(got)) != rep.Rejected {
+				t.Errorf("%d rejected rows stored, the report says %d", len(got), rep.Rejected)
+			}
+			for line, reason := range got {
+				if _, known := txnfile.ReasonFromCode(reason); !known {
+					t.Errorf("line %d: unknown reason %q", line, reason)
+				}
+			}
+			if b := balances(dump(t, dsn, "accounts")); !reflect.DeepEqual(b, tt.balances) {
+				t.Errorf("balances %v, want %v", b, tt.balances)
+			}
+			if s := batchStatus(t, dsn, rep.BatchID); s != "committed" {
+				t.Errorf("status %q", s)
+			}
+			mustVerify(t, dsn)
+		})
+	}
+}
+
+// TestFileChangedWhileRead: a file that changes between the manifest and
+// the pipeline's read (appended to, rewritten with the same size, cut short,
+// removed) fails the run with a clear error, and nothing of the batch is
+// written: no account, no rejected row, the batch marked failed. Once the
+// file is as registered again, a rerun of the same batch commits it. The
+// change happens in the driver's AfterRegister seam, so no timing is
+// involved.
+func TestFileChangedWhileRead(t *testing.T) {
+	const contents = hdr + "\nt-1,acc-a,1.00,2026-12-01T00:00:00Z\nt-2,acc-b,2.00,2026-12-01T00:00:00Z\nt-3,acc-b,x,2026-12-01T00:00:00Z\n"
+	tests := []struct {
+		name   string
+		change func(path string) error
+		want   string
+	}{
+		{"appended to", func(p string) error {
+			f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.WriteString("t-4,acc-c,4.00,2026-12-01T00:00:00Z\n")
+			return err
+		}, "changed since its batch was registered: size was"},
+		{"rewritten with the same size", func(p string) error {
+			return os.WriteFile(p, []byte(strings.Replace(contents, "2.00", "9.00", 1)), 0o644)
+		}, "changed since its batch was registered: sha256 was"},
+		{"cut short mid-row", func(p string) error { return os.Truncate(p, int64(len(contents)-20)) },
+			"changed since its batch was registered: size was"},
+		{"removed", os.Remove, "no such file"},
+	}
+	type setup struct {
+		runner string
+		mode   sinks.Mode
+	}
+	setups := []setup{{"direct", sinks.ModeLedger}}
+	for _, runner := range testRunners {
+		setups = append(setups, setup{runner, sinks.ModeSnapshot})
+	}
+	for _, su := range setups {
+		runner := su.runner
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%s/%s/%s", runner, su.mode, tt.name), func(t *testing.T) {
+				dir := t.TempDir()
+				good := filepath.Join(dir, "a-good.csv")
+				changing := filepath.Join(dir, "b-changing.csv")
+				for _, p := range []string{good, changing} {
+					if err := os.WriteFile(p, []byte(contents), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				dsn := pgtest.New(t)
+				opts := Options{Inputs: []string{filepath.Join(dir, "*.csv")}, Runner: runner, DSN: dsn, Clock: clock(t),
+					MaxRejects: Threshold{Count: 10}, Mode: su.mode,
+					AfterRegister: func(files []manifest.File) {
+						if len(files) != 2 || files[1].Path != changing {
+							t.Errorf("manifest %+v", files)
+						}
+						if err := tt.change(changing); err != nil {
+							t.Fatal(err)
+						}
+					}}
+				_, err := Run(context.Background(), opts)
+				if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), changing) {
+					t.Fatalf("run: %v; want an error naming %s and saying %q", err, changing, tt.want)
+				}
+				if n := count(t, dsn, "SELECT count(*) FROM accounts"); n != 0 {
+					t.Errorf("%d accounts written", n)
+				}
+				if n := count(t, dsn, "SELECT count(*) FROM rejected_rows"); n != 0 {
+					t.Errorf("%d rejected rows written", n)
+				}
+				if su.mode == sinks.ModeLedger {
+					if n := count(t, dsn, "SELECT count(*) FROM ledger"); n != 0 {
+						t.Errorf("%d ledger rows written", n)
+					}
+				}
+				if s := batchStatus(t, dsn, 1); s != "failed" {
+					t.Errorf("status %q", s)
+				}
+				if n := count(t, dsn, "SELECT count(*) FROM batches WHERE batch_id = 1 AND position($1 in error) > 0", tt.want); n != 1 {
+					t.Errorf("the batch's recorded error does not say %q", tt.want)
+				}
+
+				// The file as registered again: the same batch, committed.
+				if err := os.WriteFile(changing, []byte(contents), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				opts.AfterRegister = nil
+				rep, err := Run(context.Background(), opts)
+				if err != nil || rep.BatchID != 1 || rep.PreviousStatus != "failed" || rep.RowsApplied != 2 || rep.Duplicates != 2 || rep.Rejected != 2 {
+					t.Fatalf("rerun: %v %+v", err, rep)
+				}
+				if b := balances(dump(t, dsn, "accounts")); !reflect.DeepEqual(b, [][3]string{{"acc-a", "1.00", "1"}, {"acc-b", "2.00", "1"}}) {
+					t.Errorf("balances %v", b)
+				}
+				mustVerify(t, dsn)
+			})
+		}
+	}
+}
+
+// TestHugeLineIsNotHeld: the reader rejects a line far over the limit
+// without holding it: reading a 256 MiB line allocates a few MiB.
+func TestHugeLineIsNotHeld(t *testing.T) {
+	const size = 256 << 20
+	src := io.MultiReader(strings.NewReader(hdr+"\n"), &repeatReader{b: 'q', n: size}, strings.NewReader("\nt1,a,1.00,2026-12-01T00:00:00Z\n"))
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	cr := txnfile.NewCSVReader(src)
+	var got []string
+	for {
+		rec, err := cr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%d:%v:%d", rec.Line, rec.Problem, len(rec.Raw)))
+	}
+	runtime.ReadMemStats(&after)
+	if want := []string{"1:none:42", "2:line_too_long:512", "3:none:30"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("records %v, want %v", got, want)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+		t.Errorf("reading a %d MiB line allocated %d MiB", size>>20, alloc>>20)
+	}
+}
+
+// repeatReader yields n copies of b.
+type repeatReader struct {
+	b byte
+	n int
+}
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, io.EOF
+	}
+	k := min(len(p), r.n)
+	for i := range p[:k] {
+		p[i] = r.b
+	}
+	r.n -= k
+	return k, nil
 }
 
 // failedRun reports whether err is the failure of a run with an injected

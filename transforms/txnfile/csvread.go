@@ -8,9 +8,10 @@ import (
 	"io"
 )
 
-// Limits of the CSV reader. A physical line longer than MaxLineBytes is
-// rejected as one row ("line too long") without being held in memory, and a
-// quoted record may span physical lines only up to MaxRecordBytes in all.
+// Limits of the CSV reader. A physical line whose text (without its CR LF or
+// LF) is longer than MaxLineBytes is rejected as one row ("line too long")
+// without being held in memory, and a quoted record may span physical lines
+// only up to MaxRecordBytes in all.
 const (
 	MaxLineBytes   = 1 << 20
 	MaxRecordBytes = 4 << 20
@@ -23,6 +24,11 @@ const (
 type Record struct {
 	// Line is the 1-based number of the physical line the record starts on.
 	Line int64
+	// EndLine is the number of the last physical line the record took up:
+	// Line for a one-line record, more when a quoted field holds line
+	// breaks. A record rejected for a quote that never closes takes up only
+	// its first line (the lines after it are read again).
+	EndLine int64
 	// Raw is the record's text without its final line terminator.
 	Raw []byte
 	// Fields are the record's fields, unquoted. Nil when Problem is set.
@@ -50,22 +56,41 @@ type CSVReader struct {
 	rec      []byte
 	fields   [][]byte
 	unquoted []byte
+	// The limits, MaxLineBytes and MaxRecordBytes except in tests, which
+	// make them small so that a fuzzer reaches them.
+	maxLine, maxRecord int
+	// After a quoted record that never closed: its first line's later
+	// lines, up to openThrough, all left its quote open, and openDetail is
+	// why a quote open across them is rejected (see quotedRecord).
+	openThrough int64
+	openDetail  string
+	// scanned counts the bytes quoted records took up, for the tests that
+	// check the reader stays linear; noMemo turns openThrough off, for the
+	// tests that check it changes no outcome.
+	scanned int64
+	noMemo  bool
 }
 
 type physLine struct {
 	no      int64
 	text    []byte // without LF; may end in CR
 	lf      bool   // whether the line was terminated by LF
-	tooLong bool   // longer than MaxLineBytes; text is cut to MaxRawBytes
+	tooLong bool   // longer than maxLine; text is cut to MaxRawBytes
 }
 
 // NewCSVReader returns a reader over r.
 func NewCSVReader(r io.Reader) *CSVReader {
-	return &CSVReader{r: bufio.NewReaderSize(r, 256<<10)}
+	return newCSVReader(r, 256<<10, MaxLineBytes, MaxRecordBytes)
+}
+
+func newCSVReader(r io.Reader, bufSize, maxLine, maxRecord int) *CSVReader {
+	return &CSVReader{r: bufio.NewReaderSize(r, bufSize), maxLine: maxLine, maxRecord: maxRecord}
 }
 
 // readLine returns the next physical line. The returned text aliases the
-// reader's buffer unless it came from the replay queue.
+// reader's buffer unless it came from the replay queue. A line whose text,
+// without its line end, is longer than maxLine comes back with tooLong set
+// and only its start kept: the rest is skipped, never held in memory.
 func (c *CSVReader) readLine() (physLine, error) {
 	if n := len(c.replay); n > 0 {
 		l := c.replay[0]
@@ -78,42 +103,41 @@ func (c *CSVReader) readLine() (physLine, error) {
 	c.lineNo++
 	no := c.lineNo
 	line, err := c.r.ReadSlice('\n')
+	n := len(line) // the line's length, all of it
 	if err == bufio.ErrBufferFull {
-		// A long line: gather it up to MaxLineBytes, then discard the rest.
-		buf := append([]byte(nil), line...)
+		// Longer than the buffer: keep the start, up to just past the limit
+		// (room for a BOM and a CR LF), and skip the rest.
+		limit := c.maxLine + len(utf8BOM) + 2
+		keep := append([]byte(nil), line[:min(len(line), limit)]...)
 		for err == bufio.ErrBufferFull {
 			line, err = c.r.ReadSlice('\n')
-			if len(buf) <= MaxLineBytes {
-				buf = append(buf, line...)
+			n += len(line)
+			if room := limit - len(keep); room > 0 {
+				keep = append(keep, line[:min(room, len(line))]...)
 			}
 		}
-		if len(buf) > MaxLineBytes {
-			if err == io.EOF {
-				c.eof = true
-			} else if err != nil {
-				return physLine{}, err
-			}
-			c.started = true
-			return physLine{no: no, text: CutRaw(buf), lf: err == nil, tooLong: true}, nil
-		}
-		line = buf
+		line = keep
 	}
 	if err == io.EOF {
 		c.eof = true
-		if len(line) == 0 {
+		if n == 0 {
 			c.lineNo--
 			return physLine{}, io.EOF
 		}
 	} else if err != nil {
 		return physLine{}, err
 	}
-	lf := len(line) > 0 && line[len(line)-1] == '\n'
-	if lf {
+	lf := err == nil // ReadSlice found the delimiter
+	cut := n > len(line)
+	if lf && !cut {
 		line = line[:len(line)-1]
 	}
 	if !c.started {
 		c.started = true
 		line = bytes.TrimPrefix(line, utf8BOM)
+	}
+	if cut || len(trimCR(line)) > c.maxLine {
+		return physLine{no: no, text: CutRaw(line), lf: lf, tooLong: true}, nil
 	}
 	return physLine{no: no, text: line, lf: lf}, nil
 }
@@ -144,8 +168,8 @@ func (c *CSVReader) Next() (*Record, error) {
 			return nil, err
 		}
 		if first.tooLong {
-			return &Record{Line: first.no, Raw: first.text, Problem: ReasonLineTooLong,
-				Detail: fmt.Sprintf("line is longer than %d bytes", MaxLineBytes)}, nil
+			return &Record{Line: first.no, EndLine: first.no, Raw: trimCR(first.text), Problem: ReasonLineTooLong,
+				Detail: fmt.Sprintf("line is longer than %d bytes", c.maxLine)}, nil
 		}
 		text := trimCR(first.text)
 		if len(text) == 0 {
@@ -153,7 +177,7 @@ func (c *CSVReader) Next() (*Record, error) {
 		}
 		if bytes.IndexByte(text, '"') < 0 {
 			// Fast path: no quotes, one physical line, fields split on commas.
-			return &Record{Line: first.no, Raw: text, Fields: c.splitPlain(text)}, nil
+			return &Record{Line: first.no, EndLine: first.no, Raw: text, Fields: c.splitPlain(text)}, nil
 		}
 		return c.quotedRecord(first)
 	}
@@ -174,13 +198,40 @@ func (c *CSVReader) splitPlain(text []byte) [][]byte {
 // quotedRecord assembles a record that contains quotes, reading further
 // physical lines while a quoted field is open. When the quote never closes
 // (end of input, an over-long line, MaxRecordBytes reached), the first line
-// is rejected and the lines after it are read again as records of their own.
+// is rejected and the lines after it are read again as records of their own;
+// one of those that opens a quote left open through the same lines is
+// rejected the same way (for MaxRecordBytes: the quote is given up where the
+// first one was), so the reader stays linear in its input.
 func (c *CSVReader) quotedRecord(first physLine) (*Record, error) {
-	c.rec = append(c.rec[:0], first.text...)
-	firstLen := len(first.text) // first.text aliases the read buffer; c.rec keeps a copy
 	open := quoteOpenAfter(first.text, false)
-	var taken []physLine // the lines after the first, kept for replay
+	if open && first.no <= c.openThrough && !c.noMemo {
+		// This line was read before, inside a quote opened on an earlier
+		// line that never closed, and every line after it up to
+		// openThrough left that quote open. A quote open at the end of this
+		// line meets the same lines in the same state, so it ends the same
+		// way: rejected, without reading them all again. Without this a
+		// file of many such lines would take time quadratic in its length.
+		return &Record{Line: first.no, EndLine: first.no, Raw: CutRaw(trimCR(first.text)), Problem: ReasonMalformedCSV,
+			Detail: c.openDetail}, nil
+	}
+	c.rec = append(c.rec[:0], first.text...)
+	c.scanned += int64(len(first.text))
+	firstLen := len(first.text) // first.text aliases the read buffer; c.rec keeps a copy
+	var taken []physLine        // the lines after the first, kept for replay
 	lastLF := first.lf
+	broken := func(extra *physLine, detail string) *Record {
+		c.openThrough, c.openDetail = first.no, detail
+		if n := len(taken); n > 0 {
+			c.openThrough = taken[n-1].no
+		}
+		if extra != nil && extra.tooLong {
+			c.openDetail = fmt.Sprintf("quoted field opened on this line is still open at line %d, which is longer than %d bytes", extra.no, c.maxLine)
+		} else if extra != nil {
+			c.openDetail = fmt.Sprintf("quoted field opened on this line is still open at line %d, %d bytes after the quote opened on line %d", extra.no, c.maxRecord, first.no)
+		}
+		c.replayAfter(taken, extra)
+		return &Record{Line: first.no, EndLine: first.no, Raw: CutRaw(trimCR(c.rec[:firstLen])), Problem: ReasonMalformedCSV, Detail: detail}
+	}
 	for open && lastLF {
 		next, err := c.readLine()
 		if err == io.EOF {
@@ -189,28 +240,32 @@ func (c *CSVReader) quotedRecord(first physLine) (*Record, error) {
 		if err != nil {
 			return nil, err
 		}
-		if next.tooLong || len(c.rec)+1+len(next.text) > MaxRecordBytes {
-			c.replayAfter(taken, &next)
-			return &Record{Line: first.no, Raw: CutRaw(trimCR(c.rec[:firstLen])), Problem: ReasonMalformedCSV,
-				Detail: fmt.Sprintf("quoted field opened on this line is still open after %d bytes", MaxRecordBytes)}, nil
+		if next.tooLong {
+			return broken(&next, fmt.Sprintf("quoted field opened on this line is still open at line %d, which is longer than %d bytes", next.no, c.maxLine)), nil
+		}
+		if len(c.rec)+1+len(next.text) > c.maxRecord {
+			return broken(&next, fmt.Sprintf("quoted field opened on this line is still open after %d bytes", c.maxRecord)), nil
 		}
 		taken = append(taken, physLine{no: next.no, text: append([]byte(nil), next.text...), lf: next.lf})
 		c.rec = append(c.rec, '\n')
 		c.rec = append(c.rec, next.text...)
+		c.scanned += int64(len(next.text))
 		lastLF = next.lf
 		open = quoteOpenAfter(next.text, true)
 	}
 	if open {
-		c.replayAfter(taken, nil)
-		return &Record{Line: first.no, Raw: CutRaw(trimCR(c.rec[:firstLen])), Problem: ReasonMalformedCSV,
-			Detail: "quoted field is not closed before the end of the file"}, nil
+		return broken(nil, "quoted field is not closed before the end of the file"), nil
+	}
+	end := first.no
+	if n := len(taken); n > 0 {
+		end = taken[n-1].no
 	}
 	rec := trimCR(c.rec)
 	fields, err := c.splitQuoted(rec)
 	if err != nil {
-		return &Record{Line: first.no, Raw: CutRaw(rec), Problem: ReasonMalformedCSV, Detail: err.Error()}, nil
+		return &Record{Line: first.no, EndLine: end, Raw: CutRaw(rec), Problem: ReasonMalformedCSV, Detail: err.Error()}, nil
 	}
-	return &Record{Line: first.no, Raw: rec, Fields: fields}, nil
+	return &Record{Line: first.no, EndLine: end, Raw: rec, Fields: fields}, nil
 }
 
 // quoteOpenAfter follows RFC 4180 quoting through one physical line, which

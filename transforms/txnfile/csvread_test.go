@@ -2,6 +2,7 @@ package txnfile
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -175,6 +176,100 @@ func TestCSVReaderRunawayQuote(t *testing.T) {
 	for i, r := range got[1:] {
 		if r.Problem != 0 || r.Line != int64(i+2) {
 			t.Fatalf("record %d: line %d problem %v", i+1, r.Line, r.Problem)
+		}
+	}
+}
+
+// TestCSVReaderLineLimitExact: the limit is on a line's text without its
+// line end (LF or CR LF) and without a leading BOM.
+func TestCSVReaderLineLimitExact(t *testing.T) {
+	at := strings.Repeat("x", MaxLineBytes)
+	over := at + "x"
+	tests := []struct {
+		name string
+		in   string
+		want Reason
+	}{
+		{"at the limit, LF", at + "\nok\n", ReasonNone},
+		{"at the limit, CR LF", at + "\r\nok\n", ReasonNone},
+		{"at the limit, no line end", at, ReasonNone},
+		{"at the limit after a BOM", "\ufeff" + at + "\nok\n", ReasonNone},
+		{"one over, LF", over + "\nok\n", ReasonLineTooLong},
+		{"one over, CR LF", over + "\r\nok\n", ReasonLineTooLong},
+		{"one over, no line end", over, ReasonLineTooLong},
+		{"one over after a BOM", "\ufeff" + over + "\nok\n", ReasonLineTooLong},
+	}
+	for _, tt := range tests {
+		got := readAll(t, tt.in)
+		if len(got) == 0 || got[0].Problem != tt.want || got[0].Line != 1 {
+			t.Errorf("%s: first record %+v, want problem %v", tt.name, got[0].Problem, tt.want)
+		}
+		if strings.HasSuffix(tt.in, "ok\n") && (len(got) != 2 || got[1].Raw != "ok" || got[1].Line != 2) {
+			t.Errorf("%s: %d records", tt.name, len(got))
+		}
+	}
+}
+
+func TestCSVReaderEndLine(t *testing.T) {
+	in := "a\n\"b\nc\",d\n\"e\nf\"x\ng,\"open\nh\n"
+	r := NewCSVReader(strings.NewReader(in))
+	var got []string
+	for {
+		rec, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%d-%d %v", rec.Line, rec.EndLine, rec.Problem))
+	}
+	want := []string{"1-1 none", "2-3 none", "4-5 malformed_csv", "6-6 malformed_csv", "7-7 none"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("records %v, want %v", got, want)
+	}
+}
+
+// TestCSVReaderStaysLinear: lines that each open a quote that stays open
+// through all the lines after them (to the end of the file, an over-long
+// line, or the record limit) are each rejected, and the reader takes up
+// every byte in a quoted record only about once, not once per line.
+func TestCSVReaderStaysLinear(t *testing.T) {
+	const line = "xxx\",\"" // opens a quote read alone, and leaves one open
+	if !quoteOpenAfter([]byte(line), false) || !quoteOpenAfter([]byte(line), true) {
+		t.Fatal("the test line does not keep a quote open")
+	}
+	n := 20000
+	tests := []struct {
+		name                        string
+		in                          string
+		bufSize, maxLine, maxRecord int
+	}{
+		{"to the end of the file", strings.Repeat(line+"\n", n), 256 << 10, MaxLineBytes, MaxRecordBytes},
+		{"to an over-long line", strings.Repeat(line+"\n", n) + strings.Repeat("y", 100) + "\n", 64, 50, MaxRecordBytes},
+		{"to the record limit", strings.Repeat(line+"\n", n), 64, 50, 7000},
+	}
+	for _, tt := range tests {
+		r := newCSVReader(strings.NewReader(tt.in), tt.bufSize, tt.maxLine, tt.maxRecord)
+		var recs, malformed int
+		for {
+			rec, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs++
+			if rec.Problem == ReasonMalformedCSV {
+				malformed++
+			}
+		}
+		if malformed != n {
+			t.Errorf("%s: %d of %d lines rejected as malformed_csv (%d records)", tt.name, malformed, n, recs)
+		}
+		if limit := int64(3 * len(tt.in)); r.scanned > limit {
+			t.Errorf("%s: quoted records took up %d bytes of a %d-byte input: not linear", tt.name, r.scanned, len(tt.in))
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package txnfile
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -158,9 +157,18 @@ func checkID(col string, id []byte) (Reason, string) {
 }
 
 // ParseTimestamp parses an RFC 3339 timestamp into microseconds since the
-// Unix epoch. Precision finer than a microsecond (PostgreSQL's) is refused
-// rather than rounded, so that two rows never compare equal by accident.
+// Unix epoch: YYYY-MM-DDTHH:MM:SS, an optional fraction after a '.', and Z
+// or an offset ±HH:MM (hours 00-23, minutes 00-59), with an upper-case T and
+// Z. Precision finer than a microsecond (PostgreSQL's) is refused rather
+// than rounded, so that two rows never compare equal by accident, and so is
+// an instant whose UTC year is outside 0000-9999 (it could not be written
+// back as RFC 3339). time.Parse alone is laxer than RFC 3339 (it takes a
+// one-digit hour, a ',' before the fraction, an offset of +24:00), hence the
+// check of the form first.
 func ParseTimestamp(b []byte) (int64, error) {
+	if !rfc3339Form(b) {
+		return 0, fmt.Errorf("timestamp %q is not RFC 3339", Truncate(string(b), 64))
+	}
 	t, err := time.Parse(time.RFC3339Nano, bytesString(b))
 	if err != nil {
 		return 0, fmt.Errorf("timestamp %q is not RFC 3339", Truncate(string(b), 64))
@@ -168,12 +176,46 @@ func ParseTimestamp(b []byte) (int64, error) {
 	if t.Nanosecond()%1000 != 0 {
 		return 0, fmt.Errorf("timestamp %q is more precise than a microsecond", Truncate(string(b), 64))
 	}
-	// RFC 3339 needs a 'T' and a zone; time.Parse is lenient about neither,
-	// but it does accept a lowercase 't' or 'z', which RFC 3339 allows too.
-	if i := bytes.IndexAny(b, "Tt"); i != 10 {
-		return 0, fmt.Errorf("timestamp %q is not RFC 3339", Truncate(string(b), 64))
+	if y := t.UTC().Year(); y < 0 || y > 9999 {
+		return 0, fmt.Errorf("timestamp %q is outside the years 0000-9999 in UTC", Truncate(string(b), 64))
 	}
 	return t.UnixMicro(), nil
+}
+
+// rfc3339Form checks the shape of an RFC 3339 date-time; time.Parse checks
+// the calendar.
+func rfc3339Form(b []byte) bool {
+	digits := func(from, to int) bool {
+		for i := from; i < to; i++ {
+			if b[i] < '0' || b[i] > '9' {
+				return false
+			}
+		}
+		return true
+	}
+	two := func(at int) int { return int(b[at]-'0')*10 + int(b[at+1]-'0') }
+	if len(b) < 20 || !digits(0, 4) || b[4] != '-' || !digits(5, 7) || b[7] != '-' || !digits(8, 10) || b[10] != 'T' ||
+		!digits(11, 13) || b[13] != ':' || !digits(14, 16) || b[16] != ':' || !digits(17, 19) {
+		return false
+	}
+	i := 19
+	if b[i] == '.' {
+		j := i + 1
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			j++
+		}
+		if j == i+1 {
+			return false
+		}
+		i = j
+	}
+	switch {
+	case i == len(b)-1 && b[i] == 'Z':
+		return true
+	case i+6 == len(b) && (b[i] == '+' || b[i] == '-') && digits(i+1, i+3) && b[i+3] == ':' && digits(i+4, i+6):
+		return two(i+1) <= 23 && two(i+4) <= 59
+	}
+	return false
 }
 
 // FormatMicros renders microseconds since the epoch as RFC 3339 in UTC.

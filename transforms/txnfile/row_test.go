@@ -72,6 +72,20 @@ func TestParseRowReasons(t *testing.T) {
 		{"t1,acc,1.00,2026-13-01T00:00:00Z", ReasonBadTimestamp},
 		{"t1,acc,1.00,2026-12-01T00:00:00.0000001Z", ReasonBadTimestamp},
 		{"t1,acc,1.00,1733011200", ReasonBadTimestamp},
+		{"t1,acc,1.00,2026-12-01T9:00:00Z", ReasonBadTimestamp},       // one-digit hour
+		{`t1,acc,1.00,"2026-12-01T09:00:00,5Z"`, ReasonBadTimestamp},  // a comma before the fraction
+		{"t1,acc,1.00,2026-12-01T09:00:00.Z", ReasonBadTimestamp},     // no fraction digits
+		{"t1,acc,1.00,2026-12-01T09:00:00+24:00", ReasonBadTimestamp}, // offset hour
+		{"t1,acc,1.00,2026-12-01T09:00:00+01:60", ReasonBadTimestamp}, // offset minute
+		{"t1,acc,1.00,2026-12-01T09:00:00+0100", ReasonBadTimestamp},  // offset without ':'
+		{"t1,acc,1.00,2026-12-01t09:00:00z", ReasonBadTimestamp},      // lower-case t and z
+		{"t1,acc,1.00,2026-02-30T09:00:00Z", ReasonBadTimestamp},      // no such day
+		{"t1,acc,1.00,0000-01-01T00:00:00+01:00", ReasonBadTimestamp}, // year -1 in UTC
+		{"t1,acc,1.00,9999-12-31T23:30:00-01:00", ReasonBadTimestamp}, // year 10000 in UTC
+		{"t1,acc,1.00,0000-01-01T00:00:00Z", ReasonNone},              // the first instant
+		{"t1,acc,1.00,9999-12-31T23:59:59.999999Z", ReasonNone},       // the last
+		{"t1,acc,1.00,2024-02-29T12:00:00.5-23:59", ReasonNone},
+		{"t1,acc,1.00,2026-12-01T09:00:00.1000000Z", ReasonNone}, // seven digits, a whole microsecond
 		{"t1,acc\xff,1.00,2026-12-01T00:00:00Z", ReasonInvalidUTF8},
 		{"t1,a\"cc,1.00,2026-12-01T00:00:00Z", ReasonMalformedCSV},
 	}
