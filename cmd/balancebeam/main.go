@@ -170,16 +170,20 @@ func runCmd(args []string) int {
 		fmt.Fprintln(os.Stderr, "balancebeam: --mode:", err)
 		return exitUsage
 	}
+	runner := *runners.Runner
+	if runner == "" {
+		runner = "prism"
+	}
+	if (runner == "dataflow" || runner == "DataflowRunner") && *database == "" && os.Getenv("DATABASE_URL") == "" {
+		fmt.Fprintln(os.Stderr, "balancebeam: --runner=dataflow needs --database (or DATABASE_URL): a PostgreSQL the Dataflow workers can reach; the embedded database is on this machine only")
+		return exitUsage
+	}
 	dsn, err := databaseURL(ctx)
 	if err != nil {
 		slog.Error("no database", "error", err)
 		return exitFailed
 	}
 
-	runner := *runners.Runner
-	if runner == "" {
-		runner = "prism"
-	}
 	// Beam hands every flag to the runner and its workers as a pipeline
 	// option (Dataflow shows them on the job's page): the password must not
 	// be among them. The driver keeps it out of the graph itself.

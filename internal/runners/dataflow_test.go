@@ -171,6 +171,21 @@ func TestDataflowDryRun(t *testing.T) {
 	}
 }
 
+// TestDataflowNeedsADatabase: Dataflow's workers cannot reach the embedded
+// database, so a Dataflow run without --database (or DATABASE_URL) is a
+// usage error that says why, before anything starts.
+func TestDataflowNeedsADatabase(t *testing.T) {
+	root := repoRoot(t)
+	cmd := exec.Command(programBinary(t), "--input", filepath.Join(root, "testdata/day1/*.csv"),
+		"--runner=dataflow", "--dry_run", "--project=p", "--region=europe-west1", "--staging_location=gs://b/s",
+		"--state_dir", t.TempDir())
+	cmd.Env = remoteEnv()
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "--runner=dataflow needs --database") {
+		t.Fatalf("exit %v, output:\n%s", err, out)
+	}
+}
+
 // dataflowJob is the part of the printed Dataflow job the test reads.
 type dataflowJob struct {
 	ProjectID   string `json:"projectId"`
