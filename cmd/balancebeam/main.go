@@ -34,6 +34,7 @@ import (
 	"github.com/balancebeam/balancebeam/internal/driver"
 	"github.com/balancebeam/balancebeam/internal/localpg"
 	"github.com/balancebeam/balancebeam/internal/logs"
+	"github.com/balancebeam/balancebeam/internal/scratch"
 	"github.com/balancebeam/balancebeam/internal/verify"
 	"github.com/balancebeam/balancebeam/sinks"
 	"github.com/balancebeam/balancebeam/transforms"
@@ -149,7 +150,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "balancebeam: unknown command %q (want run, verify, recompute, convert, chaos or db)\n", cmd)
 		os.Exit(exitUsage)
 	}
-	os.Exit(run(rest))
+	done := scratch.Use("balancebeam-")
+	code := run(rest)
+	done()
+	os.Exit(code)
 }
 
 func runCmd(args []string) int {
