@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin/balancebeam
 
-.PHONY: build demo test lint unit clean bench bench-build
+.PHONY: build demo test lint unit clean worker prism-jobserver flink-jobserver bench bench-build
 
 # make bench: the benchmarks of BENCHMARKS.md (not part of make test). ROWS
 # is the input sizes, comma-separated (the README's quick check:
@@ -22,8 +22,9 @@ demo: build
 	scripts/ensure-postgres.sh
 	BALANCEBEAM=$(BIN) scripts/demo.sh
 
-## test: formatting, vet, and every test (unit, pipeline on direct and Prism,
-## integration against a throwaway PostgreSQL)
+## test: formatting, vet, and every test (unit, pipeline on every runner,
+## integration against a throwaway PostgreSQL; internal/runners starts its
+## own Prism and Flink job servers, and needs Java and Maven for Flink)
 test: lint
 	scripts/ensure-postgres.sh
 	$(GO) test -count=1 -timeout 30m ./...
@@ -45,6 +46,17 @@ bench-build: build
 	$(GO) build -o bin/bench ./cmd/bench
 	$(GO) build -o bin/bench-baseline ./cmd/bench/baseline
 	$(GO) build -o bin/bench-peer ./cmd/bench/peer
+
+## worker: the program for linux/amd64 workers (Dataflow's --worker_binary)
+worker:
+	GOOS=linux GOARCH=amd64 CGO_ENABLED=0 $(GO) build -trimpath -o bin/balancebeam-linux-amd64 ./cmd/balancebeam
+
+## prism-jobserver, flink-jobserver: a job server on port 8073, 8099
+prism-jobserver:
+	scripts/prism-jobserver.sh
+
+flink-jobserver:
+	scripts/flink-jobserver.sh
 
 clean:
 	rm -rf bin

@@ -23,13 +23,17 @@ import (
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/runners/prism"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/passert"
 
+	"github.com/balancebeam/balancebeam/internal/scratch"
 	"github.com/balancebeam/balancebeam/transforms/txnfile"
 )
 
 func TestMain(m *testing.M) {
 	flag.Parse()
 	beam.Init()
-	os.Exit(m.Run())
+	done := scratch.Use("balancebeam-test-")
+	code := m.Run()
+	done()
+	os.Exit(code)
 }
 
 // testRunners are the local runners every pipeline test runs on.

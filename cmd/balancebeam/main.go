@@ -35,6 +35,7 @@ import (
 	"github.com/balancebeam/balancebeam/internal/driver"
 	"github.com/balancebeam/balancebeam/internal/localpg"
 	"github.com/balancebeam/balancebeam/internal/logs"
+	"github.com/balancebeam/balancebeam/internal/scratch"
 	"github.com/balancebeam/balancebeam/internal/verify"
 	"github.com/balancebeam/balancebeam/sinks"
 	"github.com/balancebeam/balancebeam/transforms"
@@ -152,7 +153,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "balancebeam: unknown command %q (want run, verify, recompute, convert, chaos or db)\n", cmd)
 		os.Exit(exitUsage)
 	}
-	os.Exit(run(rest))
+	done := scratch.Use("balancebeam-")
+	code := run(rest)
+	done()
+	os.Exit(code)
 }
 
 func runCmd(args []string) int {
@@ -173,15 +177,29 @@ func runCmd(args []string) int {
 		fmt.Fprintln(os.Stderr, "balancebeam: --mode:", err)
 		return exitUsage
 	}
+	runner := *runners.Runner
+	if runner == "" {
+		runner = "prism"
+	}
+	if (runner == "dataflow" || runner == "DataflowRunner") && *database == "" && os.Getenv("DATABASE_URL") == "" {
+		fmt.Fprintln(os.Stderr, "balancebeam: --runner=dataflow needs --database (or DATABASE_URL): a PostgreSQL the Dataflow workers can reach; the embedded database is on this machine only")
+		return exitUsage
+	}
 	dsn, err := databaseURL(ctx)
 	if err != nil {
 		slog.Error("no database", "error", err)
 		return exitFailed
 	}
 
-	runner := *runners.Runner
-	if runner == "" {
-		runner = "prism"
+	// Beam hands every flag to the runner and its workers as a pipeline
+	// option (Dataflow shows them on the job's page): the password must not
+	// be among them. The driver keeps it out of the graph itself.
+	if clean, password, err := sinks.SplitPassword(*database); err == nil && password != "" {
+		flag.Set("database", clean)
+	}
+	if f := flag.Lookup("dry_run"); f != nil && f.Value.String() == "true" {
+		// Dataflow's dry run prints the translated job through Beam's log.
+		logs.BeamTo(os.Stdout)
 	}
 	stopProfiles, err := startProfiles(*cpuProfile, *memProfile)
 	if err != nil {

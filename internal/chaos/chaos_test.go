@@ -13,6 +13,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
 	"github.com/balancebeam/balancebeam/internal/logs"
+	"github.com/balancebeam/balancebeam/internal/scratch"
 )
 
 var self string
@@ -21,6 +22,7 @@ func TestMain(m *testing.M) {
 	flag.Parse()
 	beam.Init()
 	logs.Setup(os.Stderr, "error")
+	done := scratch.Use("balancebeam-chaos-test-")
 	// The scenarios that need separate processes start the real program.
 	dir, err := os.MkdirTemp("", "balancebeam-chaos-bin-")
 	if err != nil {
@@ -36,6 +38,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	done()
 	os.Exit(code)
 }
 

@@ -6,6 +6,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -68,6 +69,9 @@ const DefaultShards = 4
 
 // Report is what a run did.
 type Report struct {
+	// DryRun is set when the runner only translated the job (Dataflow's
+	// --dry_run): nothing ran and nothing was written.
+	DryRun         bool       `json:"dry_run,omitempty"`
 	BatchID        int64      `json:"batch_id"`
 	Run            int        `json:"run"`
 	NewBatch       bool       `json:"new_batch"`
@@ -135,6 +139,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	dryRun, err := isDryRun(opts.Runner)
+	if err != nil {
+		return nil, err
+	}
+	if dryRun {
+		return translateOnly(ctx, opts, tables, m, clock, start)
+	}
 
 	cleanDSN, password, err := sinks.SplitPassword(opts.DSN)
 	if err != nil {
@@ -174,35 +185,12 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		BatchID: batch.ID, Run: batch.Run, NewBatch: batch.New, PreviousStatus: batch.PreviousStatus, PinnedAt: batch.PinnedAt,
 		Table: tables.Key(), Mode: opts.Mode, Runner: opts.Runner, Shards: opts.Shards,
 	}
-	parse := opts.Parse.WithDefaults()
-	files := make([]transforms.FileSpec, len(m.Files))
-	for i, f := range m.Files {
-		files[i] = fileSpec(i, f)
-		rep.Files = append(rep.Files, f.Path)
-	}
-	slog.Info("batch registered", "batch", batch.ID, "new", batch.New, "files", len(files), "table", tables.Key(), "database", sinks.Redact(cleanDSN))
+	rep.Files = filePaths(m)
+	slog.Info("batch registered", "batch", batch.ID, "new", batch.New, "files", len(m.Files), "table", tables.Key(), "database", sinks.Redact(cleanDSN))
 	if opts.AfterRegister != nil {
 		opts.AfterRegister(m.Files)
 	}
-
-	p, s := beam.NewPipelineWithRoot()
-	pipeline.Build(s, pipeline.Config{
-		Files:         files,
-		Parse:         parse,
-		Shards:        opts.Shards,
-		SplitAccounts: opts.SplitAccounts,
-		Target: sinks.Target{
-			Conn:             sinks.Connection{DSN: cleanDSN, PasswordFile: opts.PasswordFile, MaxConns: 2},
-			Tables:           tables,
-			Mode:             opts.Mode,
-			BatchID:          batch.ID,
-			Run:              batch.Run,
-			PinnedAt:         batch.PinnedAt,
-			Buckets:          parse.Buckets,
-			FlushRows:        opts.FlushRows,
-			FailAfterFlushes: opts.FailAfterFlushes,
-		},
-	})
+	p, parse := buildGraph(opts, tables, m, cleanDSN, batch)
 
 	stop := progress(opts.Progress, start, batch.ID)
 	_, err = beam.Run(ctx, opts.Runner, p)
@@ -228,6 +216,65 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			ErrTooManyRejects, rep.Rejected, opts.MaxRejects, batch.ID)
 	}
 	return rep, nil
+}
+
+// buildGraph builds the batch's pipeline; the DSN has no password.
+func buildGraph(opts Options, tables sinks.Tables, m *manifest.Manifest, cleanDSN string, batch sinks.Batch) (*beam.Pipeline, transforms.ParseConfig) {
+	parse := opts.Parse.WithDefaults()
+	files := make([]transforms.FileSpec, len(m.Files))
+	for i, f := range m.Files {
+		files[i] = fileSpec(i, f)
+	}
+	p, s := beam.NewPipelineWithRoot()
+	pipeline.Build(s, pipeline.Config{
+		Files:         files,
+		Parse:         parse,
+		Shards:        opts.Shards,
+		SplitAccounts: opts.SplitAccounts,
+		Target: sinks.Target{
+			Conn:             sinks.Connection{DSN: cleanDSN, PasswordFile: opts.PasswordFile, MaxConns: 2},
+			Tables:           tables,
+			Mode:             opts.Mode,
+			BatchID:          batch.ID,
+			Run:              batch.Run,
+			PinnedAt:         batch.PinnedAt,
+			Buckets:          parse.Buckets,
+			FlushRows:        opts.FlushRows,
+			FailAfterFlushes: opts.FailAfterFlushes,
+		},
+	})
+	return p, parse
+}
+
+// isDryRun reports whether Dataflow's --dry_run is set. It is an error with
+// any other runner, which would run the job for real.
+func isDryRun(runner string) (bool, error) {
+	f := flag.Lookup("dry_run")
+	if f == nil || f.Value.String() != "true" {
+		return false, nil
+	}
+	if runner != "dataflow" && runner != "DataflowRunner" {
+		return false, fmt.Errorf("--dry_run is a flag of the Dataflow runner; with --runner=%s the job would run for real", runner)
+	}
+	return true, nil
+}
+
+// translateOnly is a dry run: it builds the graph a real run would build,
+// with a placeholder batch (id 0, run 0, pinned now), and hands it to the
+// runner, which translates it and prints the job without submitting it. It
+// never connects to the database.
+func translateOnly(ctx context.Context, opts Options, tables sinks.Tables, m *manifest.Manifest, clock func() time.Time, start time.Time) (*Report, error) {
+	cleanDSN, _, err := sinks.SplitPassword(opts.DSN)
+	if err != nil {
+		return nil, err
+	}
+	batch := sinks.Batch{PinnedAt: clock().UTC()}
+	p, _ := buildGraph(opts, tables, m, cleanDSN, batch)
+	if _, err := beam.Run(ctx, opts.Runner, p); err != nil {
+		return nil, fmt.Errorf("dry run: %w", err)
+	}
+	return &Report{DryRun: true, PinnedAt: batch.PinnedAt, Table: tables.Key(), Mode: opts.Mode, Runner: opts.Runner, Shards: opts.Shards,
+		Files: filePaths(m), Elapsed: time.Since(start)}, nil
 }
 
 // fail records a failed run, retrying like the other statements.
@@ -364,4 +411,12 @@ func (t Threshold) String() string {
 		return strconv.FormatFloat(t.Percent, 'f', -1, 64) + "%"
 	}
 	return strconv.FormatInt(t.Count, 10)
+}
+
+func filePaths(m *manifest.Manifest) []string {
+	out := make([]string, len(m.Files))
+	for i, f := range m.Files {
+		out[i] = f.Path
+	}
+	return out
 }

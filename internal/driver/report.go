@@ -12,6 +12,11 @@ import (
 
 // WriteText writes the report for a person to read.
 func (r *Report) WriteText(w io.Writer) {
+	if r.DryRun {
+		fmt.Fprintf(w, "dry run on %s: the job was translated and printed, not submitted; nothing was written\n", r.Runner)
+		fmt.Fprintf(w, "  table %s, %d shards, %d files: %s\n", r.Table, r.Shards, len(r.Files), strings.Join(r.Files, ", "))
+		return
+	}
 	state := "reused"
 	if r.NewBatch {
 		state = "new"

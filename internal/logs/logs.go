@@ -77,3 +77,16 @@ func (beamLogger) Log(ctx context.Context, sev beamlog.Severity, _ int, msg stri
 	}
 	slog.Log(ctx, lv, strings.TrimSpace(msg), "source", "beam")
 }
+
+// BeamTo sends every message of Beam's log package, at any level, to w as
+// it is, one after another. A Dataflow dry run prints the translated job
+// this way.
+func BeamTo(w io.Writer) {
+	beamlog.SetLogger(rawBeamLogger{w})
+}
+
+type rawBeamLogger struct{ w io.Writer }
+
+func (l rawBeamLogger) Log(_ context.Context, _ beamlog.Severity, _ int, msg string) {
+	fmt.Fprintln(l.w, strings.TrimRight(msg, "\n"))
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/balancebeam/balancebeam/internal/localpg"
+	"github.com/balancebeam/balancebeam/internal/scratch"
 )
 
 var (
@@ -29,9 +30,10 @@ var (
 	seq     atomic.Int64
 )
 
-// Main runs the tests and then stops the throwaway cluster, if one was
-// started. Call it from TestMain.
+// Main runs the tests in a private temporary directory and then stops the
+// throwaway cluster, if one was started. Call it from TestMain.
 func Main(m *testing.M) int {
+	defer scratch.Use("balancebeam-test-")()
 	code := m.Run()
 	if cluster != nil && cluster.Started {
 		if err := cluster.Stop(context.Background()); err != nil {
