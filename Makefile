@@ -2,7 +2,17 @@
 GO ?= go
 BIN := bin/balancebeam
 
-.PHONY: build demo test lint unit clean worker prism-jobserver flink-jobserver
+.PHONY: build demo test lint unit clean worker prism-jobserver flink-jobserver bench bench-build
+
+# make bench: the benchmarks of BENCHMARKS.md (not part of make test). ROWS
+# is the input sizes, comma-separated (the README's quick check:
+# make bench ROWS=1000000); RUNS how often each configuration runs.
+ROWS ?= 1000000,10000000
+RUNS ?= 3
+# The ledger mode writes every transaction: minutes a run at 10M rows, so it
+# is measured at 1M only unless SKIP is emptied.
+SKIP ?= ledger@10000000
+BENCH_FLAGS ?=
 
 build:
 	$(GO) build -o $(BIN) ./cmd/balancebeam
@@ -23,6 +33,19 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+## bench: balancebeam against a plain Go baseline and a naive sink, side by
+## side in one invocation, on txgen data and a throwaway PostgreSQL; writes
+## BENCHMARKS.md's results, docs/bench-ratios.svg and docs/bench-results.json
+bench: bench-build
+	scripts/ensure-postgres.sh
+	bin/bench --rows $(ROWS) --runs $(RUNS) --skip '$(SKIP)' $(BENCH_FLAGS)
+
+bench-build: build
+	$(GO) build -o bin/txgen ./cmd/txgen
+	$(GO) build -o bin/bench ./cmd/bench
+	$(GO) build -o bin/bench-baseline ./cmd/bench/baseline
+	$(GO) build -o bin/bench-peer ./cmd/bench/peer
 
 ## worker: the program for linux/amd64 workers (Dataflow's --worker_binary)
 worker:

@@ -221,11 +221,20 @@ func (w *BalanceWriterFn) writeBalances(ctx context.Context, tx pgx.Tx, got *cou
 		return err
 	}
 	merge := w.Tables.mergeGuardedSQL()
-	if w.Mode == ModeLWW {
+	switch {
+	case w.Mode == ModeLWW:
 		merge = w.Tables.mergeUnguardedSQL()
+	case w.Run > 1:
+		// A rerun: most accounts are at this batch already. Same merge,
+		// same guard, without locking the rows it would skip.
+		merge = w.Tables.mergeGuardedRerunSQL()
 	}
 	got.accounts = int64(len(rows))
-	return tx.QueryRow(ctx, merge, w.BatchID, time.UnixMicro(w.PinnedAtMicros).UTC()).Scan(&got.upserted)
+	// The command tag counts the rows inserted or updated, not those the
+	// guard skipped: no RETURNING to gather and count.
+	tag, err := tx.Exec(ctx, merge, w.BatchID, time.UnixMicro(w.PinnedAtMicros).UTC())
+	got.upserted = tag.RowsAffected()
+	return err
 }
 
 // writeLedger stages transactions, records the new ones in the ledger and

@@ -319,6 +319,67 @@ func TestBalanceWriterGuard(t *testing.T) {
 	}
 }
 
+// TestBalanceWriterRerunMerge checks that a rerun's merge (Run > 1, which
+// leaves out the accounts the guard would skip before merging) writes what
+// the first run's merge writes, and leaves the skipped rows untouched: not
+// even locked.
+func TestBalanceWriterRerunMerge(t *testing.T) {
+	ctx := context.Background()
+	for _, run := range []int{1, 2} {
+		t.Run(fmt.Sprintf("run=%d", run), func(t *testing.T) {
+			pool, dsn := openPool(t)
+			if err := EnsureSchema(ctx, pool, Tables{}, ModeSnapshot); err != nil {
+				t.Fatal(err)
+			}
+			for batch, acct := range map[int64]string{1: "old", 2: "same", 3: "newer"} {
+				if err := write(t, writer(t, dsn, batch, 100), transforms.Total{Account: acct, Cents: batch, Count: 1}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			xmax := func() string {
+				var x string
+				if err := pool.QueryRow(ctx, `SELECT string_agg(account_id || ':' || xmax::text, ',' ORDER BY account_id) FROM accounts`).Scan(&x); err != nil {
+					t.Fatal(err)
+				}
+				return x
+			}
+			before := xmax()
+			w := writer(t, dsn, 2, 100)
+			w.Run = run
+			if err := write(t, w, transforms.Total{Account: "missing", Cents: 200, Count: 2}, transforms.Total{Account: "newer", Cents: 200, Count: 2},
+				transforms.Total{Account: "old", Cents: 200, Count: 2}, transforms.Total{Account: "same", Cents: 200, Count: 2}); err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]accountRow{"missing": {"2.00", 2, 2}, "newer": {"0.03", 3, 1}, "old": {"2.00", 2, 2}, "same": {"0.02", 2, 1}}
+			if got := accounts(t, pool); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("after batch 2, run %d: %v, want %v", run, got, want)
+			}
+			marks, err := (&Registry{Pool: pool}).ShardMarks(ctx, 2, run)
+			if err != nil || len(marks) != 1 || marks[0].Accounts != 4 || marks[0].Upserted != 2 || marks[0].Stale != 2 {
+				t.Errorf("shard marks %+v, %v", marks, err)
+			}
+			if run > 1 {
+				// The rows at batch 2 or newer kept their xmax: not locked.
+				after := xmax()
+				for _, acct := range []string{"newer", "same"} {
+					if field(before, acct) != field(after, acct) {
+						t.Errorf("%s was locked by the rerun: xmax %s -> %s", acct, field(before, acct), field(after, acct))
+					}
+				}
+			}
+		})
+	}
+}
+
+func field(list, key string) string {
+	for _, kv := range strings.Split(list, ",") {
+		if k, v, _ := strings.Cut(kv, ":"); k == key {
+			return v
+		}
+	}
+	return ""
+}
+
 func TestBalanceWriterFaults(t *testing.T) {
 	pool, dsn := openPool(t)
 	ctx := context.Background()

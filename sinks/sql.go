@@ -257,30 +257,45 @@ const createStageBalancesSQL = `CREATE TEMP TABLE IF NOT EXISTS ` + stageBalance
 // a newer batch than the one that last wrote the account. Rerunning a batch,
 // or running an older one after a newer one, changes nothing. Rows are taken
 // in account order so that concurrent writers lock rows in the same order.
-// It returns the number of rows written.
+// Its command tag counts the rows written (inserted or updated; not those the
+// guard skipped).
 func (t Tables) mergeGuardedSQL() string {
-	return `WITH up AS (
-	INSERT INTO ` + t.accounts() + ` AS a (account_id, balance, batch_id, last_updated, txn_count, last_txn_at)
+	return `INSERT INTO ` + t.accounts() + ` AS a (account_id, balance, batch_id, last_updated, txn_count, last_txn_at)
 	SELECT account_id, cents * 0.01, $1, $2, txn_count, last_txn_at FROM ` + stageBalances + ` ORDER BY account_id
 	ON CONFLICT (account_id) DO UPDATE
 	SET balance = excluded.balance, batch_id = excluded.batch_id, last_updated = excluded.last_updated,
 	    txn_count = excluded.txn_count, last_txn_at = excluded.last_txn_at
-	WHERE excluded.batch_id > a.batch_id
-	RETURNING 1
-) SELECT count(*) FROM up`
+	WHERE excluded.batch_id > a.batch_id`
+}
+
+// mergeGuardedRerunSQL is mergeGuardedSQL for a run of a batch that ran
+// before, where most accounts are already at this batch: the same merge and
+// guard, with the accounts the guard would skip left out first by an index
+// probe each, so that they are neither locked nor touched (ON CONFLICT DO
+// UPDATE locks the conflicting row even when its WHERE fails). The probe is
+// a correlated subquery rather than NOT EXISTS, which the planner would turn
+// into a hash anti-join reading the whole accounts table on every flush.
+// The guard stays: what the probe lets through is still written only by a
+// newer batch, so concurrent writers remain safe.
+func (t Tables) mergeGuardedRerunSQL() string {
+	return `INSERT INTO ` + t.accounts() + ` AS a (account_id, balance, batch_id, last_updated, txn_count, last_txn_at)
+	SELECT s.account_id, s.cents * 0.01, $1, $2, s.txn_count, s.last_txn_at FROM ` + stageBalances + ` s
+	WHERE coalesce((SELECT o.batch_id FROM ` + t.accounts() + ` o WHERE o.account_id = s.account_id), -1) < $1
+	ORDER BY s.account_id
+	ON CONFLICT (account_id) DO UPDATE
+	SET balance = excluded.balance, batch_id = excluded.batch_id, last_updated = excluded.last_updated,
+	    txn_count = excluded.txn_count, last_txn_at = excluded.last_txn_at
+	WHERE excluded.batch_id > a.batch_id`
 }
 
 // mergeUnguardedSQL is the lww merge: the snapshot merge without its guard.
 // The last write wins, whichever batch it comes from.
 func (t Tables) mergeUnguardedSQL() string {
-	return `WITH up AS (
-	INSERT INTO ` + t.accounts() + ` AS a (account_id, balance, batch_id, last_updated, txn_count, last_txn_at)
+	return `INSERT INTO ` + t.accounts() + ` AS a (account_id, balance, batch_id, last_updated, txn_count, last_txn_at)
 	SELECT account_id, cents * 0.01, $1, $2, txn_count, last_txn_at FROM ` + stageBalances + ` ORDER BY account_id
 	ON CONFLICT (account_id) DO UPDATE
 	SET balance = excluded.balance, batch_id = excluded.batch_id, last_updated = excluded.last_updated,
-	    txn_count = excluded.txn_count, last_txn_at = excluded.last_txn_at
-	RETURNING 1
-) SELECT count(*) FROM up`
+	    txn_count = excluded.txn_count, last_txn_at = excluded.last_txn_at`
 }
 
 const stageLedger = "bb_stage_ledger"

@@ -22,11 +22,15 @@ const (
 	kindTxn      byte = 1
 	kindReject   byte = 2
 	kindFileDone byte = 3
+	kindTxnRef   byte = 4 // a transaction whose raw text is left in its file
 )
 
 // Txn is one parsed transaction as carried through dedup. The file is an
-// index into the batch's manifest; Raw is the row's text, cut to MaxRawBytes,
-// kept for the rejected_rows table should the row turn out to conflict.
+// index into the batch's manifest. The row's text, for the rejected_rows
+// table should the row turn out to conflict, is either Raw (cut to
+// MaxRawBytes) or, when RawLen is positive, the RawLen bytes at RawOffset in
+// the file: a plain local file's rows leave their text there, which halves
+// what crosses the shuffle (see ReadRaw).
 type Txn struct {
 	ID, Account string
 	Cents       int64
@@ -34,6 +38,8 @@ type Txn struct {
 	File        int32
 	Line        int64
 	Raw         string
+	RawOffset   int64
+	RawLen      int64
 }
 
 // Reject is one rejected row.
@@ -58,6 +64,20 @@ func (b *Block) AppendTxn(id, account []byte, cents, atMicros int64, file int32,
 	d = binary.AppendUvarint(d, uint64(file))
 	d = binary.AppendUvarint(d, uint64(line))
 	b.Data = appendBytes(d, txnfile.CutRaw(raw))
+}
+
+// AppendTxnRef packs a transaction whose raw text stays in its file, as
+// rawLen bytes at rawOffset.
+func (b *Block) AppendTxnRef(id, account []byte, cents, atMicros int64, file int32, line, rawOffset, rawLen int64) {
+	d := append(b.Data, kindTxnRef)
+	d = appendBytes(d, id)
+	d = appendBytes(d, account)
+	d = binary.AppendVarint(d, cents)
+	d = binary.AppendVarint(d, atMicros)
+	d = binary.AppendUvarint(d, uint64(file))
+	d = binary.AppendUvarint(d, uint64(line))
+	d = binary.AppendUvarint(d, uint64(rawOffset))
+	b.Data = binary.AppendUvarint(d, uint64(rawLen))
 }
 
 // AppendReject packs a rejected row.
@@ -105,7 +125,7 @@ func (b Block) Each(v BlockVisitor) error {
 		d = d[1:]
 		var err error
 		switch kind {
-		case kindTxn:
+		case kindTxn, kindTxnRef:
 			var t Txn
 			var id, acct, raw []byte
 			if id, d, err = readBytes(d); err != nil {
@@ -127,8 +147,22 @@ func (b Block) Each(v BlockVisitor) error {
 			if l, d, err = readUvarint(d); err != nil {
 				return err
 			}
-			if raw, d, err = readBytes(d); err != nil {
-				return err
+			if kind == kindTxn {
+				if raw, d, err = readBytes(d); err != nil {
+					return err
+				}
+			} else {
+				var off, n uint64
+				if off, d, err = readUvarint(d); err != nil {
+					return err
+				}
+				if n, d, err = readUvarint(d); err != nil {
+					return err
+				}
+				if n == 0 || n > txnfile.MaxRawBytes || off > 1<<62 {
+					return fmt.Errorf("%w: raw text reference %d+%d", errCorrupt, off, n)
+				}
+				t.RawOffset, t.RawLen = int64(off), int64(n)
 			}
 			t.ID, t.Account, t.Raw = bytesString(id), bytesString(acct), bytesString(raw)
 			t.File, t.Line = int32(f), int64(l)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -81,7 +82,16 @@ type DedupFn struct {
 // and the bucket's rejected rows.
 func (f *DedupFn) ProcessElement(ctx context.Context, bucket int, blocks func(*Block) bool,
 	emit func(int, Totals), reject func(RejectedRow)) error {
-	var txns []Txn
+	// The blocks are in memory already: gather them first, to size the
+	// transactions' slice once.
+	var all []Block
+	size := 0
+	var b Block
+	for blocks(&b) {
+		all = append(all, b)
+		size += b.Len()
+	}
+	txns := make([]Txn, 0, size/64+16)
 	var rejects []RejectedRow
 	done := make([]bool, len(f.Files))
 	mark := BucketMark{Bucket: int32(bucket)}
@@ -103,8 +113,7 @@ func (f *DedupFn) ProcessElement(ctx context.Context, bucket int, blocks func(*B
 			return nil
 		},
 	}
-	var b Block
-	for blocks(&b) {
+	for _, b := range all {
 		if err := b.Each(visit); err != nil {
 			return fmt.Errorf("dedup bucket %d: %w", bucket, err)
 		}
@@ -118,10 +127,16 @@ func (f *DedupFn) ProcessElement(ctx context.Context, bucket int, blocks func(*B
 		return fmt.Errorf("dedup bucket %d: %d rows arrived, the files' end marks say %d", bucket, got, mark.Read)
 	}
 	kept, dups, conflicts := DedupTxns(txns)
+	raws := &rawReader{files: f.Files}
+	defer raws.close()
 	for _, group := range conflicts {
 		detail := conflictDetail(group, f.Files)
 		for _, t := range group {
-			rejects = append(rejects, f.rejected(t.File, t.Line, txnfile.ReasonConflictingDuplicate, detail, t.Raw))
+			raw, err := raws.read(t)
+			if err != nil {
+				return fmt.Errorf("dedup bucket %d: %w", bucket, err)
+			}
+			rejects = append(rejects, f.rejected(t.File, t.Line, txnfile.ReasonConflictingDuplicate, detail, raw))
 		}
 	}
 	parts, err := f.byShard(kept)
@@ -153,37 +168,65 @@ func fileName(files []string, i int32) string {
 	return fmt.Sprintf("file #%d", i)
 }
 
-// DedupTxns sorts txns by (transaction id, file, line) and splits them into
-// the transactions to apply (one per id), the number of exact copies
-// collapsed, and the groups of copies that conflict. Copies are equal when
-// their account, amount and time are equal.
+// DedupTxns splits txns into the transactions to apply (one per id: of
+// exact copies, the first by file and line), the number of exact copies
+// collapsed, and the groups of copies that conflict: every copy of an id
+// whose copies differ, sorted by file and line, the groups sorted by id.
+// Copies are equal when their account, amount and time are equal. It groups
+// by hashing, in one pass, so the result does not depend on the order of
+// txns; only kept's order does (the order of each id's first row). It
+// reuses txns' memory for kept.
 func DedupTxns(txns []Txn) (kept []Txn, dups int, conflicts [][]Txn) {
-	slices.SortFunc(txns, func(a, b Txn) int {
-		if c := strings.Compare(a.ID, b.ID); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.File, b.File); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Line, b.Line)
-	})
-	kept = txns[:0:0]
-	for i := 0; i < len(txns); {
-		j := i + 1
-		same := true
-		for j < len(txns) && txns[j].ID == txns[i].ID {
-			if txns[j].Account != txns[i].Account || txns[j].Cents != txns[i].Cents || txns[j].AtMicros != txns[i].AtMicros {
-				same = false
+	first := make(map[string]int32, len(txns))
+	// Every copy of the ids seen more than once (a few percent of them).
+	var repeated map[string][]Txn
+	kept = txns[:0] // written behind the reads
+	for _, t := range txns {
+		if i, ok := first[t.ID]; ok {
+			if repeated == nil {
+				repeated = map[string][]Txn{}
 			}
-			j++
+			g := repeated[t.ID]
+			if g == nil {
+				g = append(make([]Txn, 0, 2), kept[i])
+			}
+			repeated[t.ID] = append(g, t)
+			continue
 		}
+		first[t.ID] = int32(len(kept))
+		kept = append(kept, t)
+	}
+	if len(repeated) == 0 {
+		return kept, 0, nil
+	}
+	drop := false
+	for _, id := range slices.Sorted(maps.Keys(repeated)) {
+		g := repeated[id]
+		slices.SortFunc(g, func(a, b Txn) int {
+			if c := cmp.Compare(a.File, b.File); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.Line, b.Line)
+		})
+		same := true
+		for _, t := range g[1:] {
+			if t.Account != g[0].Account || t.Cents != g[0].Cents || t.AtMicros != g[0].AtMicros {
+				same = false
+				break
+			}
+		}
+		i := first[id]
 		if same {
-			kept = append(kept, txns[i])
-			dups += j - i - 1
-		} else {
-			conflicts = append(conflicts, txns[i:j])
+			kept[i] = g[0]
+			dups += len(g) - 1
+			continue
 		}
-		i = j
+		conflicts = append(conflicts, g)
+		kept[i].ID = "" // dropped below; valid ids are never empty
+		drop = true
+	}
+	if drop {
+		kept = slices.DeleteFunc(kept, func(t Txn) bool { return t.ID == "" })
 	}
 	return kept, dups, conflicts
 }
@@ -202,20 +245,36 @@ func conflictDetail(group []Txn, files []string) string {
 }
 
 // SumByAccount folds transactions into per-account totals sorted by account.
-// Account strings are copied, so the totals hold no reference to the blocks.
+// It sums through a map and sorts only the accounts, not the transactions.
+// The account strings are copied into one buffer of the result's own, so
+// the totals hold no reference to the blocks.
 func SumByAccount(txns []Txn) ([]Total, error) {
-	slices.SortFunc(txns, func(a, b Txn) int { return strings.Compare(a.Account, b.Account) })
-	var out []Total
+	if len(txns) == 0 {
+		return nil, nil
+	}
+	index := make(map[string]int32, len(txns))
+	out := make([]Total, 0, len(txns))
 	for _, t := range txns {
 		in := Total{Account: t.Account, Cents: t.Cents, Count: 1, LatestMicros: t.AtMicros}
-		if n := len(out); n > 0 && out[n-1].Account == t.Account {
-			if err := out[n-1].Add(in); err != nil {
+		if i, ok := index[t.Account]; ok {
+			if err := out[i].Add(in); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		in.Account = strings.Clone(in.Account)
+		index[t.Account] = int32(len(out))
 		out = append(out, in)
+	}
+	slices.SortFunc(out, func(a, b Total) int { return strings.Compare(a.Account, b.Account) })
+	n := 0
+	for _, r := range out {
+		n += len(r.Account)
+	}
+	buf := make([]byte, 0, n) // never grows: the strings below stay valid
+	for i, r := range out {
+		off := len(buf)
+		buf = append(buf, r.Account...)
+		out[i].Account = bytesString(buf[off:])
 	}
 	return out, nil
 }
@@ -234,6 +293,9 @@ func (f *DedupFn) shardOf(t Txn) int {
 // them per account, or in ledger mode lists them sorted by account and id.
 func (f *DedupFn) byShard(kept []Txn) ([]Totals, error) {
 	perShard := make([][]Txn, f.Shards)
+	for s := range perShard {
+		perShard[s] = make([]Txn, 0, len(kept)/f.Shards+len(kept)/(4*f.Shards)+8)
+	}
 	for _, t := range kept {
 		s := f.shardOf(t)
 		perShard[s] = append(perShard[s], t)

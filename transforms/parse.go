@@ -35,6 +35,12 @@ type FileSpec struct {
 	Generation int64
 	// CRC32C is a GCS object's CRC32C (base64, as GCS reports it).
 	CRC32C string
+	// RawInFile says that Path is a local file the dedup stage can read
+	// again: a plain row then leaves its raw text in the file, as an
+	// offset and a length, instead of carrying it through the shuffle. The
+	// text is only needed should the row turn out to be a conflicting
+	// duplicate; it is more than half of a row's bytes.
+	RawInFile bool
 }
 
 // ErrChanged is returned (wrapped) when what the reader read is not what the
@@ -170,9 +176,23 @@ func ParseStream(r io.Reader, file FileSpec, buckets, blockBytes int, emit func(
 	}
 	blocks := make([]Block, buckets)
 	perBucket := make([]int64, buckets)
-	flush := func(b int) {
+	// A block holds about twice the bytes of its rows' text (the raw row
+	// and its parsed fields): size each block once, for the file's share
+	// of a bucket, rather than growing it by copying.
+	capacity := blockBytes + 4<<10
+	if file.Size > 0 {
+		capacity = int(min(int64(capacity), 2*file.Size/int64(buckets)+4<<10))
+	}
+	for b := range blocks {
+		blocks[b].Data = make([]byte, 0, capacity)
+	}
+	flush := func(b int, last bool) {
 		emit(b, blocks[b])
-		blocks[b] = Block{} // the emitted block is never written again
+		// The emitted block is never written again.
+		blocks[b] = Block{}
+		if !last {
+			blocks[b].Data = make([]byte, 0, blockBytes+4<<10)
+		}
 	}
 	for {
 		rec, err := cr.Next()
@@ -191,11 +211,16 @@ func ParseStream(r io.Reader, file FileSpec, buckets, blockBytes int, emit func(
 			blocks[b].AppendReject(file.Index, rec.Line, reason, detail, rec.Raw)
 		} else {
 			b = DedupBucket(row.ID, buckets)
-			blocks[b].AppendTxn(row.ID, row.Account, row.Cents, row.AtMicros, file.Index, rec.Line, rec.Raw)
+			if file.RawInFile && rec.InInput {
+				blocks[b].AppendTxnRef(row.ID, row.Account, row.Cents, row.AtMicros, file.Index, rec.Line,
+					rec.Offset, int64(len(txnfile.CutRaw(rec.Raw))))
+			} else {
+				blocks[b].AppendTxn(row.ID, row.Account, row.Cents, row.AtMicros, file.Index, rec.Line, rec.Raw)
+			}
 		}
 		perBucket[b]++
 		if blocks[b].Len() >= blockBytes {
-			flush(b)
+			flush(b, false)
 		}
 	}
 	if file.Size > 0 && counted.n != file.Size {
@@ -214,7 +239,7 @@ func ParseStream(r io.Reader, file FileSpec, buckets, blockBytes int, emit func(
 	// The file is whole: every bucket gets its end mark, after its rows.
 	for b := range blocks {
 		blocks[b].AppendFileDone(file.Index, perBucket[b])
-		flush(b)
+		flush(b, true)
 	}
 	return stats, nil
 }

@@ -2,6 +2,7 @@ package transforms
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -23,7 +24,11 @@ func SumPerShard(s beam.Scope, totals beam.PCollection) beam.PCollection {
 }
 
 // SumTotalsFn is the combiner of SumPerShard. Its accumulator is a Totals
-// list sorted by account; merging two is a linear merge.
+// list: rows sorted by account, merged linearly (a shard has a bounded
+// number of accounts, so the accumulator stops growing); ledger entries
+// gathered unsorted and sorted once, by ExtractOutput (a shard's entries
+// grow with the batch, and merging each bucket's sorted list into a growing
+// one would copy the accumulator once per bucket).
 type SumTotalsFn struct{}
 
 // CreateAccumulator returns an empty list.
@@ -47,31 +52,20 @@ func (SumTotalsFn) MergeAccumulators(a, b Totals) (Totals, error) {
 	if err != nil {
 		return Totals{}, err
 	}
-	return Totals{Rows: rows, Entries: mergeEntries(a.Entries, b.Entries), Marks: marks}, nil
+	return Totals{Rows: rows, Entries: gatherEntries(a.Entries, b.Entries), Marks: marks}, nil
 }
 
-// mergeEntries merges two lists sorted by (account, id). An id is in one
-// bucket only, so the lists never share an entry.
-func mergeEntries(a, b []Entry) []Entry {
-	if len(a) == 0 {
-		return b
-	}
+// gatherEntries joins two lists of entries, in a slice of its own (the
+// inputs are never written): amortised constant time an entry. An id is in
+// one bucket only, so the lists never share an entry; ExtractOutput sorts.
+func gatherEntries(a, b []Entry) []Entry {
 	if len(b) == 0 {
 		return a
 	}
-	out := make([]Entry, 0, len(a)+len(b))
-	i, j := 0, 0
-	for i < len(a) && j < len(b) {
-		if compareEntries(a[i], b[j]) <= 0 {
-			out = append(out, a[i])
-			i++
-		} else {
-			out = append(out, b[j])
-			j++
-		}
+	if len(a) == 0 {
+		return append(make([]Entry, 0, 2*len(b)), b...)
 	}
-	out = append(out, a[i:]...)
-	return append(out, b[j:]...)
+	return append(a, b...)
 }
 
 func compareEntries(a, b Entry) int {
@@ -131,5 +125,12 @@ func mergeMarks(a, b []BucketMark) ([]BucketMark, error) {
 	return append(out, b[j:]...), nil
 }
 
-// ExtractOutput returns the accumulator.
-func (SumTotalsFn) ExtractOutput(acc Totals) Totals { return acc }
+// ExtractOutput returns the accumulator, its ledger entries sorted by
+// account then id.
+func (SumTotalsFn) ExtractOutput(acc Totals) Totals {
+	if !slices.IsSortedFunc(acc.Entries, compareEntries) {
+		acc.Entries = slices.Clone(acc.Entries)
+		slices.SortFunc(acc.Entries, compareEntries)
+	}
+	return acc
+}

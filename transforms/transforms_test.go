@@ -172,12 +172,15 @@ func TestDedupTxns(t *testing.T) {
 		dups      int
 		conflicts [][]string
 	}{
-		{"distinct", []Txn{txn("b", "x", 1, 0, 2), txn("a", "x", 1, 0, 1)}, []string{"a@0:1", "b@0:2"}, 0, nil},
+		{"distinct, in the order of their first rows", []Txn{txn("b", "x", 1, 0, 2), txn("a", "x", 1, 0, 1)}, []string{"b@0:2", "a@0:1"}, 0, nil},
 		{"exact copies collapse to the first by file and line",
 			[]Txn{txn("a", "x", 1, 1, 5), txn("a", "x", 1, 0, 9), txn("a", "x", 1, 1, 2)}, []string{"a@0:9"}, 2, nil},
 		{"copies that differ are all rejected, whatever the order",
 			[]Txn{txn("a", "x", 2, 1, 1), txn("a", "x", 1, 0, 1), txn("a", "x", 1, 2, 1), txn("b", "y", 1, 0, 2)},
 			[]string{"b@0:2"}, 0, [][]string{{"a@0:1", "a@1:1", "a@2:1"}}},
+		{"groups sorted by id, copies by file and line",
+			[]Txn{txn("z", "x", 1, 0, 5), txn("y", "x", 1, 1, 1), txn("z", "x", 2, 0, 3), txn("y", "x", 3, 0, 7), txn("w", "x", 1, 0, 1)},
+			[]string{"w@0:1"}, 0, [][]string{{"y@0:7", "y@1:1"}, {"z@0:3", "z@0:5"}}},
 		{"a different account is a conflict", []Txn{txn("a", "x", 1, 0, 1), txn("a", "y", 1, 0, 2)},
 			nil, 0, [][]string{{"a@0:1", "a@0:2"}}},
 		{"a different time is a conflict", []Txn{txn("a", "x", 1, 0, 1), {ID: "a", Account: "x", Cents: 1, AtMicros: 2, Line: 2}},
@@ -230,19 +233,33 @@ func TestSumTotals(t *testing.T) {
 	if !reflect.DeepEqual(ab, ba) {
 		t.Errorf("a+b = %+v, b+a = %+v", ab, ba)
 	}
-	// Ledger entries merge in (account, id) order.
+	// Ledger entries come out in (account, id) order, whatever the order of
+	// the inputs, and the inputs are left as they were.
 	ea := Totals{Entries: []Entry{{ID: "t3", Account: "a"}, {ID: "t1", Account: "c"}}, Marks: []BucketMark{{Bucket: 1}}}
 	eb := Totals{Entries: []Entry{{ID: "t2", Account: "a"}, {ID: "t0", Account: "b"}}, Marks: []BucketMark{{Bucket: 3}}}
+	ec := Totals{Entries: []Entry{{ID: "t9", Account: "a"}}, Marks: []BucketMark{{Bucket: 2}}}
+	for _, order := range [][]Totals{{ea, eb, ec}, {ec, eb, ea}, {eb, ec, ea}} {
+		acc := fn.CreateAccumulator()
+		for _, in := range order {
+			var err error
+			if acc, err = fn.AddInput(acc, in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var ids []string
+		for _, e := range fn.ExtractOutput(acc).Entries {
+			ids = append(ids, e.Account+"/"+e.ID)
+		}
+		if fmt.Sprint(ids) != "[a/t2 a/t3 a/t9 b/t0 c/t1]" {
+			t.Errorf("combined entries %v", ids)
+		}
+	}
 	merged, err := fn.MergeAccumulators(ea, eb)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ids []string
-	for _, e := range merged.Entries {
-		ids = append(ids, e.Account+"/"+e.ID)
-	}
-	if fmt.Sprint(ids) != "[a/t2 a/t3 b/t0 c/t1]" {
-		t.Errorf("merged entries %v", ids)
+	if out := fn.ExtractOutput(merged); len(out.Entries) != 4 || out.Entries[0].ID != "t2" || ea.Entries[0].ID != "t3" || eb.Entries[0].ID != "t2" {
+		t.Errorf("merged %+v; inputs %+v, %+v", out.Entries, ea.Entries, eb.Entries)
 	}
 	// The same bucket twice means data delivered twice: refused.
 	if _, err := fn.MergeAccumulators(a, a); err == nil || !strings.Contains(err.Error(), "twice") {
@@ -456,5 +473,69 @@ func TestDedupNeedsEveryFileMark(t *testing.T) {
 	short.AppendFileDone(0, 2) // says two rows, one arrives
 	if _, err := run(full, short, partial); err == nil {
 		t.Errorf("row count below the marks accepted")
+	}
+}
+
+// TestRawInFile checks that rows of a local file leave their raw text in it
+// (the blocks carry an offset instead) and that the conflicting copies'
+// rejected rows get the exact text back, with a changed file refused.
+func TestRawInFile(t *testing.T) {
+	dir := t.TempDir()
+	data := "transaction_id,account_id,amount,timestamp\r\nt1,a,1.00,2026-12-01T00:00:00Z\r\nt2,b,2.00,2026-12-01T00:00:00Z\r\n\"t1\",a,1.50,2026-12-01T00:00:00Z\r\nt1,a,1.75,2026-12-01T00:00:00Z\r\n"
+	path := filepath.Join(dir, "f.csv")
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	parse := func(rawInFile bool) ([]Block, int) {
+		var blocks []Block
+		size := 0
+		if _, err := ParseStream(strings.NewReader(data), FileSpec{Path: path, RawInFile: rawInFile}, 1, 1<<20, func(_ int, b Block) {
+			blocks = append(blocks, b)
+			size += b.Len()
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return blocks, size
+	}
+	inline, inlineSize := parse(false)
+	refs, refsSize := parse(true)
+	if refsSize >= inlineSize-60 {
+		t.Errorf("blocks with raw text in the file: %d bytes, inline: %d", refsSize, inlineSize)
+	}
+	dedup := func(blocks []Block) ([]RejectedRow, error) {
+		fn := &DedupFn{Shards: 1, Files: []string{path}}
+		var rejects []RejectedRow
+		i := 0
+		err := fn.ProcessElement(context.Background(), 0, func(b *Block) bool {
+			if i == len(blocks) {
+				return false
+			}
+			*b = blocks[i]
+			i++
+			return true
+		}, func(int, Totals) {}, func(r RejectedRow) { rejects = append(rejects, r) })
+		slices.SortFunc(rejects, func(a, b RejectedRow) int { return int(a.Line - b.Line) })
+		return rejects, err
+	}
+	want, err := dedup(inline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := dedup(refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != 3 || !reflect.DeepEqual(got, want) {
+		t.Fatalf("rejected rows with the text in the file:\n %+v\nwant (inline)\n %+v", got, want)
+	}
+	if got[0].Raw != "t1,a,1.00,2026-12-01T00:00:00Z" || got[1].Raw != `"t1",a,1.50,2026-12-01T00:00:00Z` {
+		t.Errorf("raw texts %q, %q", got[0].Raw, got[1].Raw)
+	}
+	// The file changed under the run: refused, not a wrong text.
+	if err := os.WriteFile(path, []byte(strings.Replace(data, "t1,a,1.00", "t9,z,1.00", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dedup(refs); !errors.Is(err, ErrChanged) {
+		t.Errorf("changed file: %v", err)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -72,6 +73,8 @@ var (
 	logLevel     = flag.String("log_level", "info", "debug, info, warn or error")
 	jsonReport   = flag.Bool("json", false, "print the run report as JSON")
 	progressInt  = flag.Duration("progress", 10*time.Second, "log progress at this interval while the pipeline runs (0: never)")
+	cpuProfile   = flag.String("cpuprofile", "", "write a CPU profile of the run to this file (in-process runners: direct, Prism)")
+	memProfile   = flag.String("memprofile", "", "write a heap profile (allocations) at the end of the run to this file")
 	maxDiffs     = flag.Int("max_diffs", verify.DefaultMaxDiffs, "verify: how many differences to list")
 	history      = flag.Bool("history", false, "verify: compare every account with all the distinct transactions of every committed batch, not only the batch that wrote it")
 
@@ -107,7 +110,7 @@ changed, or no database).
 Flags of balancebeam (Beam's own flags, such as --runner, are accepted too):
 `)
 	for _, name := range []string{"input", "database", "database_password_file", "table", "mode", "to", "shards", "batch_id",
-		"max_rejects", "flush_rows", "dedup_buckets", "state_dir", "json", "max_diffs", "history", "progress", "log_level", "runner"} {
+		"max_rejects", "flush_rows", "dedup_buckets", "state_dir", "json", "max_diffs", "history", "progress", "log_level", "cpuprofile", "memprofile", "runner"} {
 		if f := flag.Lookup(name); f != nil {
 			fmt.Fprintf(out, "  --%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
 		}
@@ -198,6 +201,12 @@ func runCmd(args []string) int {
 		// Dataflow's dry run prints the translated job through Beam's log.
 		logs.BeamTo(os.Stdout)
 	}
+	stopProfiles, err := startProfiles(*cpuProfile, *memProfile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "balancebeam:", err)
+		return exitUsage
+	}
+	defer stopProfiles()
 	rep, err := driver.Run(ctx, driver.Options{
 		Inputs:       inputs,
 		DSN:          dsn,
@@ -231,6 +240,40 @@ func runCmd(args []string) int {
 		slog.Error("run failed", "error", err)
 		return exitFailed
 	}
+}
+
+// startProfiles starts the CPU profile and returns what writes both
+// profiles at the end of the run.
+func startProfiles(cpu, mem string) (func(), error) {
+	var cpuFile *os.File
+	if cpu != "" {
+		f, err := os.Create(cpu)
+		if err != nil {
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
+		}
+		cpuFile = f
+	}
+	return func() {
+		if cpuFile != nil {
+			pprof.StopCPUProfile()
+			cpuFile.Close()
+		}
+		if mem != "" {
+			f, err := os.Create(mem)
+			if err != nil {
+				slog.Error("--memprofile", "error", err)
+				return
+			}
+			defer f.Close()
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				slog.Error("--memprofile", "error", err)
+			}
+		}
+	}, nil
 }
 
 // databaseURL is --database, else $DATABASE_URL, else the embedded

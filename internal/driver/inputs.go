@@ -15,7 +15,8 @@ import (
 // fileSpec is the pipeline's view of manifest entry i: what the reader must
 // find when it reads the file.
 func fileSpec(i int, f manifest.File) transforms.FileSpec {
-	return transforms.FileSpec{Index: int32(i), Path: f.Path, Size: f.Size, SHA256: f.SHA256, Generation: f.Generation, CRC32C: f.CRC32C}
+	return transforms.FileSpec{Index: int32(i), Path: f.Path, Size: f.Size, SHA256: f.SHA256, Generation: f.Generation, CRC32C: f.CRC32C,
+		RawInFile: transforms.IsLocalPath(f.Path) && f.Generation == 0}
 }
 
 // explainConflict adds to a refused forced batch id what changed between the

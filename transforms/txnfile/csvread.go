@@ -37,6 +37,11 @@ type Record struct {
 	// fields; Detail says more.
 	Problem Reason
 	Detail  string
+	// InInput, for a record on one physical line without quotes, says that
+	// Raw is exactly the input's bytes at Offset (a byte offset from the
+	// start of the input), so that it can be read there again.
+	InInput bool
+	Offset  int64
 }
 
 // CSVReader reads RFC 4180 records from a stream, one at a time, with the
@@ -56,6 +61,8 @@ type CSVReader struct {
 	rec      []byte
 	fields   [][]byte
 	unquoted []byte
+	pos      int64  // bytes consumed from the input
+	plain    Record // the record Next returns on its fast path, reused
 	// The limits, MaxLineBytes and MaxRecordBytes except in tests, which
 	// make them small so that a fuzzer reaches them.
 	maxLine, maxRecord int
@@ -73,6 +80,7 @@ type CSVReader struct {
 
 type physLine struct {
 	no      int64
+	off     int64  // byte offset of text in the input
 	text    []byte // without LF; may end in CR
 	lf      bool   // whether the line was terminated by LF
 	tooLong bool   // longer than maxLine; text is cut to MaxRawBytes
@@ -102,6 +110,7 @@ func (c *CSVReader) readLine() (physLine, error) {
 	}
 	c.lineNo++
 	no := c.lineNo
+	off := c.pos
 	line, err := c.r.ReadSlice('\n')
 	n := len(line) // the line's length, all of it
 	if err == bufio.ErrBufferFull {
@@ -127,6 +136,7 @@ func (c *CSVReader) readLine() (physLine, error) {
 	} else if err != nil {
 		return physLine{}, err
 	}
+	c.pos += int64(n)
 	lf := err == nil // ReadSlice found the delimiter
 	cut := n > len(line)
 	if lf && !cut {
@@ -134,12 +144,14 @@ func (c *CSVReader) readLine() (physLine, error) {
 	}
 	if !c.started {
 		c.started = true
-		line = bytes.TrimPrefix(line, utf8BOM)
+		if bytes.HasPrefix(line, utf8BOM) {
+			line, off = line[len(utf8BOM):], off+int64(len(utf8BOM))
+		}
 	}
 	if cut || len(trimCR(line)) > c.maxLine {
-		return physLine{no: no, text: CutRaw(line), lf: lf, tooLong: true}, nil
+		return physLine{no: no, off: off, text: CutRaw(line), lf: lf, tooLong: true}, nil
 	}
-	return physLine{no: no, text: line, lf: lf}, nil
+	return physLine{no: no, off: off, text: line, lf: lf}, nil
 }
 
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
@@ -160,7 +172,8 @@ func trimCR(b []byte) []byte {
 }
 
 // Next returns the next record, or io.EOF after the last one. Other errors
-// are I/O errors of the underlying stream.
+// are I/O errors of the underlying stream. The record, like its slices, is
+// valid only until the next call to Next.
 func (c *CSVReader) Next() (*Record, error) {
 	for {
 		first, err := c.readLine()
@@ -177,7 +190,8 @@ func (c *CSVReader) Next() (*Record, error) {
 		}
 		if bytes.IndexByte(text, '"') < 0 {
 			// Fast path: no quotes, one physical line, fields split on commas.
-			return &Record{Line: first.no, EndLine: first.no, Raw: text, Fields: c.splitPlain(text)}, nil
+			c.plain = Record{Line: first.no, EndLine: first.no, Raw: text, Fields: c.splitPlain(text), InInput: true, Offset: first.off}
+			return &c.plain, nil
 		}
 		return c.quotedRecord(first)
 	}
@@ -246,7 +260,7 @@ func (c *CSVReader) quotedRecord(first physLine) (*Record, error) {
 		if len(c.rec)+1+len(next.text) > c.maxRecord {
 			return broken(&next, fmt.Sprintf("quoted field opened on this line is still open after %d bytes", c.maxRecord)), nil
 		}
-		taken = append(taken, physLine{no: next.no, text: append([]byte(nil), next.text...), lf: next.lf})
+		taken = append(taken, physLine{no: next.no, off: next.off, text: append([]byte(nil), next.text...), lf: next.lf})
 		c.rec = append(c.rec, '\n')
 		c.rec = append(c.rec, next.text...)
 		c.scanned += int64(len(next.text))

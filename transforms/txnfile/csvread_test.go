@@ -273,3 +273,33 @@ func TestCSVReaderStaysLinear(t *testing.T) {
 		}
 	}
 }
+
+// TestCSVReaderOffsets checks that a plain record's Offset points at its raw
+// text in the input, after a byte order mark, CRLF line ends, quoted records
+// spanning lines and empty lines, and that other records are not InInput.
+func TestCSVReaderOffsets(t *testing.T) {
+	in := "\xEF\xBB\xBFid,acct\r\nt1,a\r\n\r\n\"q,1\",b\nt2,\"multi\nline\"\nt3,c\n" + strings.Repeat("x", 300) + ",d"
+	r := NewCSVReader(strings.NewReader(in))
+	plain := 0
+	for {
+		rec, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		quoted := strings.Contains(string(rec.Raw), "\"")
+		switch {
+		case quoted && rec.InInput:
+			t.Errorf("line %d (quoted) is InInput", rec.Line)
+		case !quoted && (!rec.InInput || in[rec.Offset:rec.Offset+int64(len(rec.Raw))] != string(rec.Raw)):
+			t.Errorf("line %d: offset %d does not point at %q", rec.Line, rec.Offset, rec.Raw)
+		case !quoted:
+			plain++
+		}
+	}
+	if plain != 4 {
+		t.Errorf("%d plain records, want 4 (header, t1, t3, the last)", plain)
+	}
+}
