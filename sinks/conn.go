@@ -146,6 +146,13 @@ func (r Retry) Do(ctx context.Context, what string, fn func() error) error {
 	}
 }
 
+// retryable marks an error the sink knows a retry resolves (a race it
+// detects itself, such as a ledger id inserted concurrently).
+type retryable struct{ err error }
+
+func (r retryable) Error() string { return r.err.Error() }
+func (r retryable) Unwrap() error { return r.err }
+
 // IsTransient reports whether err is worth retrying: a lost or refused
 // connection, a server shutting down or starting, a serialization failure
 // or a deadlock. Everything else (a constraint, a type, a permission) is
@@ -153,6 +160,10 @@ func (r Retry) Do(ctx context.Context, what string, fn func() error) error {
 func IsTransient(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
+	}
+	var r retryable
+	if errors.As(err, &r) {
+		return true
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {

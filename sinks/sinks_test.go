@@ -278,8 +278,8 @@ func TestBalanceWriterGuard(t *testing.T) {
 	if got := accounts(t, pool); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("after batch 2: %v, want %v", got, want)
 	}
-	if w2.flushes != 2 {
-		t.Errorf("flushes = %d, want 2 (2 rows, then 1)", w2.flushes)
+	if w2.flushes.Load() != 2 {
+		t.Errorf("flushes = %d, want 2 (2 rows, then 1)", w2.flushes.Load())
 	}
 	marks, err := (&Registry{Pool: pool}).ShardMarks(ctx, 2, 1)
 	if err != nil || len(marks) != 1 || marks[0] != (ShardMark{Shard: 0, Buckets: 1, Accounts: 3, Upserted: 3, RowsRead: 3, Applied: 3}) {

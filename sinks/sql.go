@@ -311,46 +311,83 @@ const createStageLedgerSQL = `CREATE TEMP TABLE IF NOT EXISTS ` + stageLedger + 
 	line_number    bigint NOT NULL
 ) ON COMMIT DELETE ROWS`
 
-// mergeLedgerSQL records the staged transactions in the ledger, once each
-// (ON CONFLICT DO NOTHING), and adds to each account the sum of the rows it
-// actually inserted: a transaction already in the ledger adds nothing, so
-// reruns, retries, overlaps and concurrent writers never count it twice. The
-// account's batch is the newest batch that added to it, and last_updated
-// that batch's pinned time. It returns the transactions inserted and the
+// mergeLedgerSQL records the staged transactions in the ledger, once each,
+// and adds to each account the sum of the rows it actually inserted: a
+// transaction already in the ledger adds nothing, so reruns, retries,
+// overlaps and concurrent writers never count it twice. One probe of the
+// ledger per staged row (probe) finds both the new transactions, inserted
+// plainly, and those the ledger holds with another account, amount or time
+// (from an earlier batch), which are returned to be rejected, never applied.
+// Plain inserts of the probed rows cost about half of ON CONFLICT DO
+// NOTHING's speculative insertion (measured on 1M rows: 4.0 s against
+// 6.5 s). A concurrent writer committing one of the same ids after the
+// probe makes the insert fail with a unique violation, which the sink
+// retries: the retry's probe then sees the committed row.
+//
+// It returns one row per conflicting transaction, or one row of NULLs when
+// there is none, each led by the counts of transactions inserted and
 // accounts changed.
 func (t Tables) mergeLedgerSQL() string {
-	return `WITH ins AS (
+	return `WITH probe AS MATERIALIZED (
+	SELECT s.transaction_id, s.account_id, s.cents, s.txn_at, s.file_index, s.line_number,
+	       l.batch_id AS l_batch, l.account_id AS l_account, l.amount AS l_amount, l.txn_at AS l_txn_at
+	FROM ` + stageLedger + ` s LEFT JOIN ` + t.ledger() + ` l USING (transaction_id)
+), ins AS (
 	INSERT INTO ` + t.ledger() + ` (transaction_id, account_id, amount, txn_at, batch_id)
-	SELECT transaction_id, account_id, cents * 0.01, txn_at, $1 FROM ` + stageLedger + ` ORDER BY transaction_id
-	ON CONFLICT (transaction_id) DO NOTHING
+	SELECT transaction_id, account_id, cents * 0.01, txn_at, $1 FROM probe WHERE l_batch IS NULL
+	ORDER BY transaction_id
 	RETURNING transaction_id, account_id, amount, txn_at
 ), sums AS (
 	SELECT account_id, sum(amount) AS amount, count(*) AS n, max(txn_at) AS latest FROM ins GROUP BY account_id
 ), up AS (
 	INSERT INTO ` + t.accounts() + ` AS a (account_id, balance, batch_id, last_updated, txn_count, last_txn_at)
 	SELECT account_id, amount, $1, $2, n, latest FROM sums ORDER BY account_id
-	ON CONFLICT (account_id) DO UPDATE
+	` + ledgerAddSQL + `
+	RETURNING 1
+), conflicts AS (
+	SELECT transaction_id, file_index, line_number, account_id, cents, txn_at, l_batch, l_account, l_amount::text AS l_amount, l_txn_at
+	FROM probe
+	WHERE l_batch IS NOT NULL AND (l_account <> account_id OR l_amount <> cents * 0.01 OR l_txn_at <> txn_at)
+) SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM up), c.*
+FROM (SELECT 1) AS one LEFT JOIN conflicts c ON true ORDER BY c.transaction_id`
+}
+
+// ledgerAddSQL adds new transactions' sums to an account. The account's
+// batch is the newest batch that added to it, and last_updated that batch's
+// pinned time, whatever order batches come in.
+const ledgerAddSQL = `ON CONFLICT (account_id) DO UPDATE
 	SET balance = a.balance + excluded.balance,
 	    txn_count = a.txn_count + excluded.txn_count,
 	    last_txn_at = GREATEST(a.last_txn_at, excluded.last_txn_at),
 	    last_updated = CASE WHEN excluded.batch_id >= a.batch_id THEN excluded.last_updated ELSE a.last_updated END,
-	    batch_id = GREATEST(a.batch_id, excluded.batch_id)
-	RETURNING 1
-) SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM up)`
+	    batch_id = GREATEST(a.batch_id, excluded.batch_id)`
+
+// ledgerColumns are the columns the ledger fast path COPYs straight into
+// the ledger.
+var ledgerColumns = []string{"transaction_id", "account_id", "amount", "txn_at", "batch_id"}
+
+// addLedgerSumsSQL is the ledger fast path's second step: the flush's
+// transactions went into the ledger by COPY, all of them new, and their sums
+// per account (staged like snapshot balances) are added to the accounts.
+func (t Tables) addLedgerSumsSQL() string {
+	return `INSERT INTO ` + t.accounts() + ` AS a (account_id, balance, batch_id, last_updated, txn_count, last_txn_at)
+	SELECT account_id, cents * 0.01, $1, $2, txn_count, last_txn_at FROM ` + stageBalances + ` ORDER BY account_id
+	` + ledgerAddSQL
 }
 
-// ledgerConflictsSQL finds the staged transactions the ledger holds with
-// another account, amount or time (from an earlier batch): they are rejected,
-// never applied. It runs after mergeLedgerSQL, in its own snapshot, so it
-// also sees rows that concurrent writers committed meanwhile; it is only
-// needed when some staged rows were not inserted.
-func (t Tables) ledgerConflictsSQL() string {
-	return `SELECT s.transaction_id, s.file_index, s.line_number,
-	s.account_id, s.cents, s.txn_at, l.batch_id, l.account_id, l.amount::text, l.txn_at
-FROM ` + stageLedger + ` s JOIN ` + t.ledger() + ` l USING (transaction_id)
-WHERE l.account_id <> s.account_id OR l.amount <> s.cents * 0.01 OR l.txn_at <> s.txn_at
-ORDER BY s.transaction_id`
-}
+const (
+	savepointSQL         = `SAVEPOINT bb_ledger_copy`
+	rollbackSavepointSQL = `ROLLBACK TO SAVEPOINT bb_ledger_copy`
+	releaseSavepointSQL  = `RELEASE SAVEPOINT bb_ledger_copy`
+)
+
+// ledgerJoinsByIndexSQL makes the flush's probe of the ledger look up each
+// of its few thousand staged rows by the ledger's primary key. Left to
+// itself the planner, which has no statistics for the temporary staging
+// table, hashes and scans the whole ledger once per flush, which makes a
+// batch quadratic in the ledger's size (measured: 1M rows 30 s instead of
+// 8 s). SET LOCAL ends with the flush's transaction.
+const ledgerJoinsByIndexSQL = `SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off`
 
 func (t Tables) insertShardMarkSQL() string {
 	return `INSERT INTO ` + t.shardMarks() + ` (batch_id, run, shard, buckets, accounts, upserted, stale, rows_read, applied, duplicates, rejected, inserted, known, conflicts)

@@ -104,7 +104,8 @@ func TestDataflowDryRun(t *testing.T) {
 	checkFn(t, fns, "BalanceWriterFn", func(fn *sinks.BalanceWriterFn) error {
 		if fn.Conn.DSN != wantDSN || fn.Conn.PasswordFile != pwFile || fn.Buckets != 64 || fn.FlushRows != 5000 ||
 			fn.Tables.Accounts != "accounts" || fn.BatchID != 0 || fn.PinnedAtMicros == 0 {
-			return fmt.Errorf("%+v", *fn)
+			return fmt.Errorf("conn %+v, buckets %d, flush rows %d, tables %+v, batch %d, pinned %d",
+				fn.Conn, fn.Buckets, fn.FlushRows, fn.Tables, fn.BatchID, fn.PinnedAtMicros)
 		}
 		return nil
 	})
