@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"slices"
 	"strings"
 	"sync"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
@@ -370,7 +368,7 @@ func (w *BalanceWriterFn) writeLedgerFast(ctx context.Context, tx pgx.Tx, sw *sh
 	slices.SortFunc(byID, func(a, b int) int { return strings.Compare(entries[a].ID, entries[b].ID) })
 	src := pgx.CopyFromSlice(len(entries), func(i int) ([]any, error) {
 		e := entries[byID[i]]
-		return []any{e.ID, e.Account, pgtype.Numeric{Int: big.NewInt(e.Cents), Exp: -2, Valid: true},
+		return []any{e.ID, e.Account, cents(e.Cents),
 			time.UnixMicro(e.AtMicros).UTC(), w.BatchID}, nil
 	})
 	if _, err := tx.CopyFrom(ctx, w.Tables.sibling(w.Tables.Ledger()), ledgerColumns, src); err != nil {

@@ -89,6 +89,7 @@ func OpenPool(ctx context.Context, c Connection) (*pgxpool.Pool, error) {
 	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "balancebeam"
 	}
+	cfg.AfterConnect = registerCents
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", Redact(c.DSN), err)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"math/big"
 	"net"
 	"os"
 	"strings"
@@ -14,10 +16,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/balancebeam/balancebeam/internal/pgtest"
 	"github.com/balancebeam/balancebeam/transforms"
+	"github.com/balancebeam/balancebeam/transforms/txnfile"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -464,5 +468,38 @@ func TestRejectWriterIdempotent(t *testing.T) {
 	var raw string
 	if err := pool.QueryRow(ctx, "SELECT raw_line FROM rejected_rows WHERE line_number = 12").Scan(&raw); err != nil || raw != "t9,acc\uFFFD,\uFFFD,..." {
 		t.Errorf("sanitised raw line = %q, %v", raw, err)
+	}
+}
+
+// TestCentsEncoding checks the fast numeric encoder against PostgreSQL's own
+// reading of it, and against the general encoder, at the edges of the
+// base-10000 digits and of int64.
+func TestCentsEncoding(t *testing.T) {
+	pool, _ := openPool(t)
+	ctx := context.Background()
+	tests := []int64{
+		0, 1, -1, 5, 10, 99, 100, -100, 101, 1000, 9999, 10000, 10001, 123456, -123456, 999999, 1000000,
+		100000000, 100000001, 1234567890123, -987654321098, 1e17, 1e18 - 1, math.MaxInt64, math.MinInt64,
+		math.MinInt64 + 1,
+	}
+	for _, c := range tests {
+		want := txnfile.FormatCents(c)
+		var fast, general string
+		var eq bool
+		err := pool.QueryRow(ctx, `SELECT $1::numeric::text, $2::numeric::text, $1::numeric = $2::numeric`,
+			cents(c), pgtype.Numeric{Int: big.NewInt(c), Exp: -2, Valid: true}).Scan(&fast, &general, &eq)
+		if err != nil {
+			t.Fatalf("cents %d: %v", c, err)
+		}
+		if fast != want || general != want || !eq {
+			t.Errorf("cents %d: fast encoder gives %s, pgtype.Numeric %s; want %s", c, fast, general, want)
+		}
+		buf, err := encodeCents{}.Encode(cents(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ndigits := int(buf[0])<<8 | int(buf[1]); len(buf) != 8+2*ndigits {
+			t.Errorf("cents %d: %d bytes for %d digits", c, len(buf), ndigits)
+		}
 	}
 }

@@ -329,8 +329,15 @@ func EncodeTotals(t Totals) []byte {
 	return d
 }
 
-// DecodeTotals decodes EncodeTotals' output.
+// DecodeTotals decodes EncodeTotals' output. Its strings share one copy of
+// d (one allocation an element, not one a string).
 func DecodeTotals(d []byte) (Totals, error) {
+	all := string(d)
+	// str is the string of b, just read from all's bytes, rest following it.
+	str := func(b, rest []byte) string {
+		end := len(all) - len(rest)
+		return all[end-len(b) : end]
+	}
 	n, d, err := readUvarint(d)
 	if err != nil {
 		return Totals{}, err
@@ -344,7 +351,7 @@ func DecodeTotals(d []byte) (Totals, error) {
 		if acct, d, err = readBytes(d); err != nil {
 			return Totals{}, err
 		}
-		rows[i].Account = string(acct)
+		rows[i].Account = str(acct, d)
 		if rows[i].Cents, d, err = readVarint(d); err != nil {
 			return Totals{}, err
 		}
@@ -371,10 +378,11 @@ func DecodeTotals(d []byte) (Totals, error) {
 		if id, d, err = readBytes(d); err != nil {
 			return Totals{}, err
 		}
+		entries[i].ID = str(id, d)
 		if acct, d, err = readBytes(d); err != nil {
 			return Totals{}, err
 		}
-		entries[i].ID, entries[i].Account = string(id), string(acct)
+		entries[i].Account = str(acct, d)
 		if entries[i].Cents, d, err = readVarint(d); err != nil {
 			return Totals{}, err
 		}

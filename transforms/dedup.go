@@ -289,8 +289,35 @@ func (f *DedupFn) shardOf(t Txn) int {
 	return s
 }
 
+// ledgerEntries copies a shard's transactions into entries, their ids and
+// accounts into one string (one allocation instead of two an entry); the
+// combiner sorts them.
+func ledgerEntries(txns []Txn) []Entry {
+	n := 0
+	for _, t := range txns {
+		n += len(t.ID) + len(t.Account)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, t := range txns {
+		b.WriteString(t.ID)
+		b.WriteString(t.Account)
+	}
+	text := b.String()
+	entries := make([]Entry, len(txns))
+	off := 0
+	for i, t := range txns {
+		id := text[off : off+len(t.ID)]
+		off += len(t.ID)
+		acct := text[off : off+len(t.Account)]
+		off += len(t.Account)
+		entries[i] = Entry{ID: id, Account: acct, Cents: t.Cents, AtMicros: t.AtMicros, File: t.File, Line: t.Line}
+	}
+	return entries
+}
+
 // byShard splits the bucket's transactions by shard and, per shard, sums
-// them per account, or in ledger mode lists them sorted by account and id.
+// them per account, or in ledger mode lists them.
 func (f *DedupFn) byShard(kept []Txn) ([]Totals, error) {
 	perShard := make([][]Txn, f.Shards)
 	for s := range perShard {
@@ -303,13 +330,7 @@ func (f *DedupFn) byShard(kept []Txn) ([]Totals, error) {
 	parts := make([]Totals, f.Shards)
 	for s, txns := range perShard {
 		if f.Ledger {
-			entries := make([]Entry, len(txns))
-			for i, t := range txns {
-				entries[i] = Entry{ID: strings.Clone(t.ID), Account: strings.Clone(t.Account), Cents: t.Cents,
-					AtMicros: t.AtMicros, File: t.File, Line: t.Line}
-			}
-			slices.SortFunc(entries, compareEntries)
-			parts[s].Entries = entries
+			parts[s].Entries = ledgerEntries(txns)
 			continue
 		}
 		rows, err := SumByAccount(txns)

@@ -539,3 +539,26 @@ func TestRawInFile(t *testing.T) {
 		t.Errorf("changed file: %v", err)
 	}
 }
+
+// TestSortEntries checks the combiner's grouping sort against one sort of
+// the whole list by account then id.
+func TestSortEntries(t *testing.T) {
+	for _, tt := range []struct{ entries, accounts int }{{0, 1}, {1, 1}, {7, 7}, {5000, 1}, {5000, 50}, {5000, 5000}} {
+		in := make([]Entry, tt.entries)
+		for i := range in {
+			// ids and accounts in an order unrelated to their sorted one
+			k := (i*7919 + 13) % max(tt.entries, 1)
+			in[i] = Entry{ID: fmt.Sprintf("t%07d", k), Account: fmt.Sprintf("acct-%d", (k*31)%tt.accounts), Cents: int64(k)}
+		}
+		orig := slices.Clone(in)
+		want := slices.Clone(in)
+		slices.SortFunc(want, compareEntries)
+		got := sortEntries(in)
+		if !slices.Equal(got, want) {
+			t.Errorf("%d entries over %d accounts: sortEntries differs from a full sort", tt.entries, tt.accounts)
+		}
+		if !slices.Equal(in, orig) {
+			t.Errorf("%d entries: sortEntries wrote to its input", tt.entries)
+		}
+	}
+}
