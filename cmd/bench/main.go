@@ -99,7 +99,14 @@ func main() {
 	if o.runs < 1 {
 		fatalf("--runs must be at least 1")
 	}
-	o.cmdline = strings.Join(append([]string{"bench"}, os.Args[1:]...), " ")
+	words := []string{"bench"}
+	for _, a := range os.Args[1:] {
+		if a == "" || strings.ContainsAny(a, " \t'\"*?$") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'" // as a shell would need it
+		}
+		words = append(words, a)
+	}
+	o.cmdline = strings.Join(words, " ")
 	if err := run(context.Background(), o); err != nil {
 		fatalf("%v", err)
 	}
