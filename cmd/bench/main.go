@@ -177,7 +177,7 @@ func benchSize(ctx context.Context, o options, pg *localpg.Cluster, rows int64) 
 	if err != nil {
 		return nil, err
 	}
-	exp, err := loadExpected(filepath.Join(data, "expected", "batch.csv"))
+	exp, err := txgen.ReadExpected(filepath.Join(data, "expected", "batch.csv"))
 	if err != nil {
 		return nil, err
 	}

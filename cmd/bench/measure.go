@@ -4,17 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -23,7 +20,6 @@ import (
 
 	"github.com/balancebeam/balancebeam/internal/localpg"
 	"github.com/balancebeam/balancebeam/internal/txgen"
-	"github.com/balancebeam/balancebeam/transforms/txnfile"
 )
 
 // measurement is one process's run.
@@ -48,7 +44,7 @@ type runEnv struct {
 	o        options
 	data     string
 	sum      *txgen.Summary
-	expected []expectedRow
+	expected []txgen.Balance
 }
 
 // runMeasured runs a program to its end and measures it. A failed run is an
@@ -220,48 +216,6 @@ func truncate(b []byte) string {
 	return string(b)
 }
 
-type expectedRow struct {
-	account string
-	cents   int64
-	count   int64
-	latest  int64
-}
-
-func loadExpected(path string) ([]expectedRow, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	r := csv.NewReader(f)
-	if _, err := r.Read(); err != nil {
-		return nil, err
-	}
-	var out []expectedRow
-	for {
-		rec, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		cents, err := txnfile.ParseCents(rec[1])
-		if err != nil {
-			return nil, err
-		}
-		n, err := strconv.ParseInt(rec[2], 10, 64)
-		if err != nil {
-			return nil, err
-		}
-		at, err := time.Parse(time.RFC3339Nano, rec[3])
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, expectedRow{rec[0], cents, n, at.UnixMicro()})
-	}
-}
-
 // checkAccounts compares the accounts table with the expected balances,
 // row by row.
 func (e *runEnv) checkAccounts(ctx context.Context, conn *pgx.Conn, table string) error {
@@ -273,13 +227,13 @@ func (e *runEnv) checkAccounts(ctx context.Context, conn *pgx.Conn, table string
 	defer rows.Close()
 	i := 0
 	for rows.Next() {
-		var g expectedRow
+		var g txgen.Balance
 		var exact bool
-		if err := rows.Scan(&g.account, &g.cents, &g.count, &g.latest, &exact); err != nil {
+		if err := rows.Scan(&g.Account, &g.Cents, &g.Count, &g.LatestMicros, &exact); err != nil {
 			return err
 		}
 		if i >= len(e.expected) {
-			return fmt.Errorf("unexpected account %s", g.account)
+			return fmt.Errorf("unexpected account %s", g.Account)
 		}
 		if w := e.expected[i]; g != w || !exact {
 			return fmt.Errorf("account row %d: got %+v, want %+v", i, g, w)

@@ -27,11 +27,13 @@ package txgen
 import (
 	"bufio"
 	"container/heap"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"strconv"
 	"time"
 
@@ -530,6 +532,56 @@ func (s *Summary) WriteExpected(w io.Writer, withLate bool) error {
 		bw.Write(b)
 	}
 	return bw.Flush()
+}
+
+// Balance is one account's row of the expected balances.
+type Balance struct {
+	Account      string
+	Cents        int64
+	Count        int64
+	LatestMicros int64
+}
+
+// ReadExpected reads what WriteExpected wrote, checking that it is sorted
+// by account (byte order, as the tables are compared).
+func ReadExpected(path string) ([]Balance, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r := csv.NewReader(bufio.NewReader(f))
+	if _, err := r.Read(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var out []Balance
+	for line := 2; ; line++ {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(rec) != 4 {
+			return nil, fmt.Errorf("%s:%d: %d fields, want 4", path, line, len(rec))
+		}
+		b := Balance{Account: rec[0]}
+		var at time.Time
+		if b.Cents, err = txnfile.ParseCents(rec[1]); err == nil {
+			if b.Count, err = strconv.ParseInt(rec[2], 10, 64); err == nil {
+				at, err = time.Parse(time.RFC3339Nano, rec[3])
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		b.LatestMicros = at.UnixMicro()
+		if n := len(out); n > 0 && out[n-1].Account >= b.Account {
+			return nil, fmt.Errorf("%s:%d: not sorted by account", path, line)
+		}
+		out = append(out, b)
+	}
 }
 
 // WriteJSON writes the summary as indented JSON.

@@ -9,12 +9,15 @@ import (
 	"io"
 	"maps"
 	"math"
+	"os"
+	"path/filepath"
 	"reflect"
 	"runtime"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/balancebeam/balancebeam/transforms/txnfile"
 )
@@ -217,6 +220,24 @@ func TestSharesAndExpected(t *testing.T) {
 	sum.WriteExpected(&exp, false)
 	if want := expectedCSV(totals); exp.String() != want {
 		t.Errorf("expected balances differ from an independent sum")
+	}
+	// ReadExpected gives back what WriteExpected wrote.
+	path := filepath.Join(t.TempDir(), "batch.csv")
+	if err := os.WriteFile(path, exp.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadExpected(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var again bytes.Buffer
+	again.WriteString("account_id,balance,txn_count,last_txn_at\n")
+	for _, b := range back {
+		fmt.Fprintf(&again, "%s,%s,%d,%s\n", b.Account, txnfile.FormatCents(b.Cents), b.Count,
+			time.UnixMicro(b.LatestMicros).UTC().Format(time.RFC3339Nano))
+	}
+	if len(back) == 0 || again.String() != exp.String() {
+		t.Errorf("ReadExpected: %d rows that do not write back as the file", len(back))
 	}
 
 	// The requested shares, within a few standard deviations.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/balancebeam/balancebeam/transforms/txnfile"
@@ -261,26 +262,28 @@ func (v *verifier) ledger(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var lostAccounts []Diff
+	v.finish(expected, func(account string) bool { return !seen[account] && !unverified[account] }, ids,
+		"the batches' files give the account transactions; the table does not have it")
+	return nil
+}
+
+// finish reports the expected accounts that lost says the table lost,
+// sorted, with detail, after the differences found, and then the checks of
+// the batches ids.
+func (v *verifier) finish(expected map[string]*expectedAccount, lost func(account string) bool, ids []int64, detail string) {
+	var diffs []Diff
 	for account, e := range expected {
-		if !seen[account] && !unverified[account] {
-			lostAccounts = append(lostAccounts, Diff{Account: account, Kind: Lost, Expected: ledgerValues(e, v.batches[e.batch]),
-				Detail: "the batches' files give the account transactions; the table does not have it"})
+		if lost(account) {
+			diffs = append(diffs, Diff{Account: account, Kind: Lost, Expected: ledgerValues(e, v.batches[e.batch]), Detail: detail})
 		}
 	}
-	slices.SortFunc(lostAccounts, func(a, b Diff) int {
-		if a.Account < b.Account {
-			return -1
-		}
-		return 1
-	})
-	v.rep.Accounts += int64(len(lostAccounts))
-	v.rep.Counts[Lost] += int64(len(lostAccounts))
-	v.rep.Diffs = mergeDiffs(v.diffs, lostAccounts, v.opts.MaxDiffs)
+	slices.SortFunc(diffs, func(a, b Diff) int { return strings.Compare(a.Account, b.Account) })
+	v.rep.Accounts += int64(len(diffs))
+	v.rep.Counts[Lost] += int64(len(diffs))
+	v.rep.Diffs = mergeDiffs(v.diffs, diffs, v.opts.MaxDiffs)
 	for _, id := range ids {
 		v.rep.Batches = append(v.rep.Batches, *v.checks[id])
 	}
-	return nil
 }
 
 func ledgerValues(e *expectedAccount, b *batch) *Values {

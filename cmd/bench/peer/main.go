@@ -21,16 +21,13 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -40,6 +37,7 @@ import (
 	_ "github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/balancebeam/balancebeam/internal/txgen"
 	"github.com/balancebeam/balancebeam/sinks"
 	"github.com/balancebeam/balancebeam/transforms"
 	"github.com/balancebeam/balancebeam/transforms/txnfile"
@@ -239,41 +237,13 @@ func pgText(s string) string {
 // loadExpected reads txgen's expected balances as account totals sorted by
 // account.
 func loadExpected(path string) ([]transforms.Total, error) {
-	f, err := os.Open(path)
+	rows, err := txgen.ReadExpected(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	r := csv.NewReader(f)
-	r.ReuseRecord = true
-	if _, err := r.Read(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	var out []transforms.Total
-	for {
-		rec, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil || len(rec) != 4 {
-			return nil, fmt.Errorf("%s: bad row %v: %v", path, rec, err)
-		}
-		cents, err := txnfile.ParseCents(rec[1])
-		if err != nil {
-			return nil, err
-		}
-		n, err := strconv.ParseInt(rec[2], 10, 64)
-		if err != nil {
-			return nil, err
-		}
-		at, err := time.Parse(time.RFC3339Nano, rec[3])
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, transforms.Total{Account: strings.Clone(rec[0]), Cents: cents, Count: n, LatestMicros: at.UnixMicro()})
-	}
-	if !slices.IsSortedFunc(out, func(a, b transforms.Total) int { return strings.Compare(a.Account, b.Account) }) {
-		return nil, fmt.Errorf("%s is not sorted by account", path)
+	out := make([]transforms.Total, len(rows))
+	for i, r := range rows {
+		out[i] = transforms.Total{Account: r.Account, Cents: r.Cents, Count: r.Count, LatestMicros: r.LatestMicros}
 	}
 	return out, nil
 }
