@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo of the README: the main job on the embedded default database,
-# over the fixtures in testdata/. It shows a first run, a rerun that changes
-# nothing, and the seed article's late file run with yesterday's files.
+# over the fixtures in testdata/. It shows a first run, a rerun that has
+# nothing to do, a rechecked rerun that writes nothing, and the seed
+# article's late file run with yesterday's files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bb=${BALANCEBEAM:-bin/balancebeam}
@@ -13,8 +14,11 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "day 1: two files (Prism, the default runner)"
 "$bb" --input 'testdata/day1/*.csv' "${flags[@]}"
 
-step "day 1 again: same inputs, same batch, no row written (direct runner)"
-"$bb" --input 'testdata/day1/*.csv' --runner=direct "${flags[@]}"
+step "day 1 again: the same inputs are the same batch, committed already: nothing to do"
+"$bb" --input 'testdata/day1/*.csv' "${flags[@]}"
+
+step "day 1 again with --recheck, on the direct runner: the whole pipeline again, no row written"
+"$bb" --input 'testdata/day1/*.csv' --runner=direct --recheck "${flags[@]}"
 
 step "the late file, run with yesterday's files: a new batch; every transaction counted once"
 "$bb" --input 'testdata/day1/*.csv,testdata/day2/*.csv' "${flags[@]}"

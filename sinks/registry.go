@@ -58,6 +58,9 @@ type BatchRequest struct {
 	// ForceID, when not zero, is the batch id to use. It is an error if that
 	// id belongs to other inputs, or if these inputs have another id.
 	ForceID int64
+	// KeepCommitted makes Register return a committed batch as it is
+	// (Batch.Committed, with its counts) instead of starting a run of it.
+	KeepCommitted bool
 }
 
 // Batch is a registered batch.
@@ -70,6 +73,11 @@ type Batch struct {
 	New bool
 	// PreviousStatus is the batch's status before this run ("" if New).
 	PreviousStatus string
+	// Committed is set, with KeepCommitted, when the batch is committed: no
+	// run was started (Run is the runs it has had) and Counts holds what its
+	// committing run recorded (the JSON given to Commit).
+	Committed bool
+	Counts    []byte
 }
 
 // Registry records batches in the batches table of a target.
@@ -140,6 +148,15 @@ func (r *Registry) Register(ctx context.Context, req BatchRequest) (Batch, error
 		}
 		if found {
 			b = Batch{ID: existing.id, PinnedAt: existing.pinnedAt, PreviousStatus: existing.status}
+			if req.KeepCommitted && existing.status == StatusCommitted {
+				// A committed batch stays committed (a later run cannot
+				// undo it), so what it recorded is final.
+				b.Committed = true
+				if err := tx.QueryRow(ctx, t.committedBatchSQL(), existing.id).Scan(&b.Run, &b.Counts); err != nil {
+					return fmt.Errorf("read committed batch %d: %w", existing.id, err)
+				}
+				return nil
+			}
 			if err := tx.QueryRow(ctx, t.rerunBatchSQL(), existing.id).Scan(&b.Run); err != nil {
 				return fmt.Errorf("mark batch %d running: %w", existing.id, err)
 			}

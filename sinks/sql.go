@@ -225,6 +225,10 @@ func (t Tables) rerunBatchSQL() string {
 WHERE batch_id = $1 RETURNING runs`
 }
 
+func (t Tables) committedBatchSQL() string {
+	return `SELECT runs, counts FROM ` + t.batches() + ` WHERE batch_id = $1`
+}
+
 func (t Tables) commitBatchSQL() string {
 	return `UPDATE ` + t.batches() + ` SET status = 'committed', counts = $2, error = NULL WHERE batch_id = $1`
 }

@@ -66,6 +66,7 @@ var (
 	toMode       = flag.String("to", "", "with convert: the mode to convert the table to")
 	shards       = flag.Int("shards", driver.DefaultShards, "number of sink shards; each account is written by exactly one")
 	batchID      = flag.Int64("batch_id", 0, "force this batch id (an error if it belongs to other inputs)")
+	recheck      = flag.Bool("recheck", false, "run a batch that is committed already, with unchanged inputs, through the pipeline again instead of reporting it as committed")
 	maxRejects   = flag.String("max_rejects", "0", "rejected rows allowed before the run exits non-zero: a count or a percentage such as 0.5%")
 	flushRows    = flag.Int("flush_rows", sinks.DefaultFlushRows, "rows per sink flush (one transaction)")
 	buckets      = flag.Int("dedup_buckets", transforms.DefaultParseConfig.Buckets, "dedup buckets transaction ids are spread over")
@@ -110,7 +111,7 @@ changed, or no database).
 Flags of balancebeam (Beam's own flags, such as --runner, are accepted too):
 `)
 	for _, name := range []string{"input", "database", "database_password_file", "table", "mode", "to", "shards", "batch_id",
-		"max_rejects", "flush_rows", "dedup_buckets", "state_dir", "json", "max_diffs", "history", "progress", "log_level", "cpuprofile", "memprofile", "runner"} {
+		"recheck", "max_rejects", "flush_rows", "dedup_buckets", "state_dir", "json", "max_diffs", "history", "progress", "log_level", "cpuprofile", "memprofile", "runner"} {
 		if f := flag.Lookup(name); f != nil {
 			fmt.Fprintf(out, "  --%s\t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
 		}
@@ -215,6 +216,7 @@ func runCmd(args []string) int {
 		Mode:         m,
 		Shards:       *shards,
 		BatchID:      *batchID,
+		Recheck:      *recheck,
 		Runner:       runner,
 		Parse:        transforms.ParseConfig{Buckets: *buckets},
 		FlushRows:    *flushRows,

@@ -294,15 +294,18 @@ type config struct {
 	mode        string // balancebeam's --mode
 	// after names the configuration whose database this one reruns in.
 	after string
-	args  func(e *runEnv, dsn string) (prog string, args []string)
+	// recheck: a rerun with --recheck, through the pipeline again.
+	recheck bool
+	args    func(e *runEnv, dsn string) (prog string, args []string)
 }
 
 func configurations(o options) []config {
 	input := func(e *runEnv) string { return filepath.Join(e.data, "*.csv") }
-	bb := func(runner, mode string) func(*runEnv, string) (string, []string) {
+	bb := func(runner, mode string, extra ...string) func(*runEnv, string) (string, []string) {
 		return func(e *runEnv, dsn string) (string, []string) {
 			args := []string{"--input", input(e), "--database", dsn, "--runner=" + runner, "--mode=" + mode, "--progress=0",
 				"--max_rejects=5%", "--json", "--log_level=warn"}
+			args = append(args, extra...)
 			if o.flushRows > 0 {
 				args = append(args, "--flush_rows", strconv.Itoa(o.flushRows))
 			}
@@ -316,10 +319,12 @@ func configurations(o options) []config {
 			}},
 		{name: "direct", label: "balancebeam, direct runner (snapshot mode)", kind: "balancebeam", mode: "snapshot", args: bb("direct", "snapshot")},
 		{name: "rerun", label: "balancebeam, direct runner, snapshot: rerun of the committed batch", kind: "rerun", mode: "snapshot", after: "direct", args: bb("direct", "snapshot")},
+		{name: "rerun-recheck", label: "balancebeam, direct runner, snapshot: rerun with --recheck (the pipeline again)", kind: "rerun", mode: "snapshot", after: "direct", recheck: true, args: bb("direct", "snapshot", "--recheck")},
 		{name: "prism", label: "balancebeam, Prism (snapshot mode)", kind: "balancebeam", mode: "snapshot", args: bb("prism", "snapshot")},
 		{name: "lww", label: "balancebeam, direct runner, lww mode (unguarded merge)", kind: "balancebeam", mode: "lww", args: bb("direct", "lww")},
 		{name: "ledger", label: "balancebeam, direct runner, ledger mode", kind: "balancebeam", mode: "ledger", args: bb("direct", "ledger")},
 		{name: "ledger-rerun", label: "balancebeam, direct runner, ledger: rerun of the committed batch", kind: "rerun", mode: "ledger", after: "ledger", args: bb("direct", "ledger")},
+		{name: "ledger-recheck", label: "balancebeam, direct runner, ledger: rerun with --recheck (the pipeline again)", kind: "rerun", mode: "ledger", after: "ledger", recheck: true, args: bb("direct", "ledger", "--recheck")},
 		{name: "naive", label: "naive sink (one upsert round trip per account), direct runner", kind: "naive",
 			args: func(e *runEnv, dsn string) (string, []string) {
 				return filepath.Join(e.o.bin, "bench-peer"), []string{"naive", "--input", input(e), "--database", dsn, "--runner=direct"}

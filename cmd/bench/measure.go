@@ -140,6 +140,7 @@ func (e *runEnv) check(ctx context.Context, conn *pgx.Conn, c config, out []byte
 			Accounts       int64  `json:"accounts"`
 			RowsUpserted   int64  `json:"rows_upserted"`
 			Run            int    `json:"run"`
+			Unchanged      bool   `json:"unchanged"`
 			Mode           string `json:"mode"`
 			LedgerInserted int64  `json:"ledger_inserted"`
 			LedgerKnown    int64  `json:"ledger_known"`
@@ -148,15 +149,23 @@ func (e *runEnv) check(ctx context.Context, conn *pgx.Conn, c config, out []byte
 			return fmt.Errorf("report: %w: %q", err, truncate(out))
 		}
 		wantApplied := want.Applied
-		if c.mode == "ledger" && c.kind == "rerun" {
+		if c.mode == "ledger" && c.recheck {
 			wantApplied = 0 // in ledger mode, what the run added: nothing, every transaction is known
+		}
+		// A rerun without --recheck does nothing and reports the committed
+		// run's counts; with it, it is the batch's second run.
+		if wantUnchanged := c.kind == "rerun" && !c.recheck; rep.Unchanged != wantUnchanged {
+			return fmt.Errorf("report unchanged=%v, want %v", rep.Unchanged, wantUnchanged)
 		}
 		if rep.RowsRead != want.Rows || rep.RowsApplied != wantApplied || rep.Duplicates != want.Duplicates || rep.Rejected != want.Rejected || rep.Accounts != want.Accounts {
 			return fmt.Errorf("report %+v, want %+v", rep, want)
 		}
 		wantWritten, wantRun := want.Accounts, 1
-		if c.kind == "rerun" {
+		switch {
+		case c.recheck:
 			wantWritten, wantRun = 0, 2
+		case c.kind == "rerun":
+			wantWritten = 0
 		}
 		if rep.RowsUpserted != wantWritten || m.RowsWritten != wantWritten || rep.Run != wantRun || rep.Mode != c.mode {
 			return fmt.Errorf("run %d in %s mode wrote %d rows (report: %d upserted), want run %d in %s mode writing %d",
@@ -164,8 +173,11 @@ func (e *runEnv) check(ctx context.Context, conn *pgx.Conn, c config, out []byte
 		}
 		if c.mode == "ledger" {
 			wantNew, wantKnown := want.Applied, int64(0)
-			if c.kind == "rerun" {
+			switch {
+			case c.recheck:
 				wantNew, wantKnown = 0, want.Applied
+			case c.kind == "rerun":
+				wantNew = 0 // nothing run
 			}
 			if rep.LedgerInserted != wantNew || rep.LedgerKnown != wantKnown {
 				return fmt.Errorf("ledger: %d transactions inserted, %d known; want %d and %d", rep.LedgerInserted, rep.LedgerKnown, wantNew, wantKnown)

@@ -5,6 +5,7 @@ package driver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -37,6 +38,12 @@ type Options struct {
 	Shards int
 	// BatchID forces the batch id when not zero.
 	BatchID int64
+	// Recheck runs a batch that is committed already through the pipeline
+	// again (reading, deduplicating and writing every row, and proving the
+	// run whole with its marks; in no mode but lww can that change a row).
+	// Without it, a committed batch whose inputs are unchanged is reported
+	// as it was committed, and nothing is read or written.
+	Recheck bool
 	// Runner is the Beam runner (default "prism").
 	Runner string
 	// Parse tunes the dedup buckets and block size.
@@ -71,7 +78,13 @@ const DefaultShards = 4
 type Report struct {
 	// DryRun is set when the runner only translated the job (Dataflow's
 	// --dry_run): nothing ran and nothing was written.
-	DryRun         bool       `json:"dry_run,omitempty"`
+	DryRun bool `json:"dry_run,omitempty"`
+	// Unchanged is set when the batch was committed already with these
+	// very inputs and Options.Recheck was not: no run was made, the counts
+	// are those of the committing run (CommittedRun), and nothing was
+	// written.
+	Unchanged      bool       `json:"unchanged,omitempty"`
+	CommittedRun   int        `json:"committed_run,omitempty"`
 	BatchID        int64      `json:"batch_id"`
 	Run            int        `json:"run"`
 	NewBatch       bool       `json:"new_batch"`
@@ -175,11 +188,20 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	var batch sinks.Batch
 	if err := retry.Do(ctx, "register the batch", func() (err error) {
 		batch, err = reg.Register(ctx, sinks.BatchRequest{
-			ManifestSHA256: m.SHA256, Files: m.Files, PinnedAt: pinnedAt, ForceID: opts.BatchID,
+			ManifestSHA256: m.SHA256, Files: m.Files, PinnedAt: pinnedAt, ForceID: opts.BatchID, KeepCommitted: !opts.Recheck,
 		})
 		return err
 	}); err != nil {
 		return nil, explainConflict(ctx, reg, opts.BatchID, m, err)
+	}
+	if batch.Committed {
+		rep, err := unchanged(batch, m, opts.Mode, start)
+		if err != nil {
+			return nil, err
+		}
+		slog.Info("batch committed already, inputs unchanged: nothing to do (--recheck runs it again)",
+			"batch", batch.ID, "table", tables.Key(), "committed_run", rep.CommittedRun)
+		return rep, opts.MaxRejects.check(rep)
 	}
 	rep := &Report{
 		BatchID: batch.ID, Run: batch.Run, NewBatch: batch.New, PreviousStatus: batch.PreviousStatus, PinnedAt: batch.PinnedAt,
@@ -211,11 +233,32 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err := retry.Do(ctx, "commit the batch", func() error { return reg.Commit(ctx, batch.ID, rep) }); err != nil {
 		return nil, err
 	}
-	if allowed := opts.MaxRejects.Allowed(rep.RowsRead); rep.Rejected > allowed {
-		return rep, fmt.Errorf("%w: %d rows rejected, %s allowed (see table rejected_rows, batch_id %d)",
-			ErrTooManyRejects, rep.Rejected, opts.MaxRejects, batch.ID)
+	return rep, opts.MaxRejects.check(rep)
+}
+
+// check returns ErrTooManyRejects when the report has more rejected rows
+// than t allows.
+func (t Threshold) check(rep *Report) error {
+	if allowed := t.Allowed(rep.RowsRead); rep.Rejected > allowed {
+		return fmt.Errorf("%w: %d rows rejected, %s allowed (see table rejected_rows, batch_id %d)",
+			ErrTooManyRejects, rep.Rejected, t, rep.BatchID)
 	}
-	return rep, nil
+	return nil
+}
+
+// unchanged is the report of a committed batch run again on the same
+// inputs: what its committing run recorded, with nothing written now.
+func unchanged(batch sinks.Batch, m *manifest.Manifest, mode sinks.Mode, start time.Time) (*Report, error) {
+	var rep Report
+	if err := json.Unmarshal(batch.Counts, &rep); err != nil {
+		return nil, fmt.Errorf("batch %d: read the counts its committing run recorded: %w", batch.ID, err)
+	}
+	rep.Unchanged, rep.CommittedRun = true, rep.Run
+	rep.Run, rep.NewBatch, rep.PreviousStatus = batch.Run, false, batch.PreviousStatus
+	rep.BatchID, rep.PinnedAt, rep.Files, rep.Mode = batch.ID, batch.PinnedAt, filePaths(m), mode
+	rep.RowsUpserted, rep.RowsStale, rep.LedgerInserted, rep.LedgerKnown = 0, 0, 0, 0
+	rep.Elapsed = time.Since(start)
+	return &rep, nil
 }
 
 // buildGraph builds the batch's pipeline; the DSN has no password.

@@ -175,11 +175,32 @@ func TestScenarios(t *testing.T) {
 				dsn := pgtest.New(t)
 				first := run(t, runner, dsn, Options{Inputs: []string{day1}})
 				before := dump(t, dsn, "accounts")
-				// A rerun later in the day: the pinned time is the first run's.
-				rerun := run(t, runner, dsn, Options{Inputs: []string{"../../testdata/day1/b.csv", "../../testdata/day1/a.csv"},
-					Clock: func() time.Time { return time.Now() }})
-				if rerun.BatchID != first.BatchID || rerun.NewBatch || !rerun.PinnedAt.Equal(first.PinnedAt) {
-					t.Errorf("rerun batch %d new=%v pinned %v; first %d %v", rerun.BatchID, rerun.NewBatch, rerun.PinnedAt, first.BatchID, first.PinnedAt)
+				// A rerun later in the day, the inputs named in another order:
+				// the same batch, committed already, so nothing is run; the
+				// report is the committing run's, and the pinned time too.
+				again := Options{Inputs: []string{"../../testdata/day1/b.csv", "../../testdata/day1/a.csv"},
+					Clock: func() time.Time { return time.Now() }}
+				same := run(t, runner, dsn, again)
+				if !same.Unchanged || same.BatchID != first.BatchID || same.NewBatch || same.Run != 1 || same.CommittedRun != 1 ||
+					!same.PinnedAt.Equal(first.PinnedAt) || same.RowsUpserted != 0 || same.RowsStale != 0 ||
+					same.RowsRead != first.RowsRead || same.Rejected != first.Rejected || same.Accounts != first.Accounts ||
+					!reflect.DeepEqual(same.RejectedByReason, first.RejectedByReason) {
+					t.Errorf("rerun of the committed batch: %+v; first %+v", same, first)
+				}
+				if got := query(t, dsn, `SELECT runs || ' ' || status FROM batches WHERE batch_id = 1`); !reflect.DeepEqual(got, []string{"1 committed"}) {
+					t.Errorf("after the unchanged rerun: runs and status %v", got)
+				}
+				var text strings.Builder
+				same.WriteText(&text)
+				if !strings.Contains(text.String(), "nothing to do") || !strings.Contains(text.String(), "--recheck") {
+					t.Errorf("report of the unchanged rerun:\n%s", text.String())
+				}
+				// With Recheck the whole pipeline runs again, and the guard
+				// skips every row.
+				again.Recheck = true
+				rerun := run(t, runner, dsn, again)
+				if rerun.Unchanged || rerun.BatchID != first.BatchID || rerun.NewBatch || rerun.Run != 2 || !rerun.PinnedAt.Equal(first.PinnedAt) {
+					t.Errorf("rerun batch %d new=%v run %d pinned %v; first %d %v", rerun.BatchID, rerun.NewBatch, rerun.Run, rerun.PinnedAt, first.BatchID, first.PinnedAt)
 				}
 				if rerun.RowsUpserted != 0 || rerun.RowsStale != 6 {
 					t.Errorf("rerun wrote %d rows (%d stale), want 0 (6)", rerun.RowsUpserted, rerun.RowsStale)
@@ -530,7 +551,7 @@ func TestCheckMarks(t *testing.T) {
 	} {
 		// Each case on a fresh run of the batch, which writes its own marks
 		// and restores any rejected row.
-		r := run(t, "direct", dsn, Options{Inputs: []string{day1}})
+		r := run(t, "direct", dsn, Options{Inputs: []string{day1}, Recheck: true})
 		args := []any{r.Run}
 		if !strings.Contains(tt.sql, "$1") {
 			args = nil

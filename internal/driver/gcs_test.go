@@ -103,7 +103,7 @@ func TestGCS(t *testing.T) {
 				}
 
 				before := dump(t, dsn, "accounts")
-				rerun := run(t, runner, dsn, Options{Inputs: []string{"gs://ledger/day1/b.csv,gs://ledger/day1/a.csv"}})
+				rerun := run(t, runner, dsn, Options{Inputs: []string{"gs://ledger/day1/b.csv,gs://ledger/day1/a.csv"}, Recheck: true})
 				if rerun.BatchID != first.BatchID || rerun.NewBatch || rerun.RowsUpserted != 0 || rerun.RowsStale != 6 {
 					t.Errorf("rerun: batch %d new %v upserted %d stale %d", rerun.BatchID, rerun.NewBatch, rerun.RowsUpserted, rerun.RowsStale)
 				}

@@ -221,9 +221,10 @@ func coreScenarios(t *testing.T, runner string) (outcome, time.Duration) {
 	if got, want := balancesOf(firstTables["accounts"]), expectedBalances(t, root, "day1.csv"); got != want {
 		t.Errorf("%s: first run balances\n got %q\nwant %q", runner, got, want)
 	}
-	// The rerun names the files in another order, later in the day.
+	// The rerun names the files in another order, later in the day, and
+	// runs the committed batch through the pipeline again (--recheck).
 	rerun := run(dsn, driver.Options{Inputs: []string{filepath.Join(root, "testdata/day1/b.csv"), filepath.Join(root, "testdata/day1/a.csv")},
-		Clock: func() time.Time { return fixedClock().Add(5 * time.Hour) }})
+		Clock: func() time.Time { return fixedClock().Add(5 * time.Hour) }, Recheck: true})
 	rerunTables := dumpTables(t, dsn)
 	keep("rerun", rerunTables)
 	if rerun.BatchID != first.BatchID || rerun.RowsUpserted != 0 || rerun.RowsStale != 6 {
