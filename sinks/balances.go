@@ -92,11 +92,11 @@ func (c *counts) add(o counts) {
 
 // Setup opens the connection pool.
 func (w *BalanceWriterFn) Setup(ctx context.Context) error {
-	if w.FlushRows <= 0 {
-		w.FlushRows = DefaultFlushRows
-	}
 	if w.Mode == "" {
 		w.Mode = ModeSnapshot
+	}
+	if w.FlushRows <= 0 {
+		w.FlushRows = Target{Mode: w.Mode}.balanceFlushRows()
 	}
 	if _, err := ParseMode(string(w.Mode)); err != nil {
 		return err

@@ -503,3 +503,25 @@ func TestCentsEncoding(t *testing.T) {
 		}
 	}
 }
+
+// TestFlushRowsDefaults: the ledger mode's balance flushes default to
+// DefaultLedgerFlushRows transactions, everything else to DefaultFlushRows,
+// and a set size wins.
+func TestFlushRowsDefaults(t *testing.T) {
+	tests := []struct {
+		target            Target
+		balances, rejects int
+	}{
+		{Target{}, DefaultFlushRows, DefaultFlushRows},
+		{Target{Mode: ModeSnapshot}, DefaultFlushRows, DefaultFlushRows},
+		{Target{Mode: ModeLWW}, DefaultFlushRows, DefaultFlushRows},
+		{Target{Mode: ModeLedger}, DefaultLedgerFlushRows, DefaultFlushRows},
+		{Target{Mode: ModeLedger, FlushRows: 7}, 7, 7},
+		{Target{Mode: ModeSnapshot, FlushRows: 7}, 7, 7},
+	}
+	for _, tt := range tests {
+		if got, gotRejects := tt.target.balanceFlushRows(), tt.target.flushRows(); got != tt.balances || gotRejects != tt.rejects {
+			t.Errorf("%+v: balance flushes %d, reject flushes %d; want %d, %d", tt.target, got, gotRejects, tt.balances, tt.rejects)
+		}
+	}
+}

@@ -63,14 +63,31 @@ type Target struct {
 	FailAfterFlushes int
 }
 
-// DefaultFlushRows is the flush size when Target.FlushRows is zero.
+// DefaultFlushRows is the flush size when Target.FlushRows is zero: account
+// rows, or rejected rows.
 const DefaultFlushRows = 10000
+
+// DefaultLedgerFlushRows is the ledger mode's flush size, in transactions,
+// when Target.FlushRows is zero. A flush inserts its transactions into the
+// ledger's primary key in id order, so a large flush touches each page of
+// the key about once where small ones touch most pages once each (measured,
+// 10M rows: 59 s with flushes of 10,000 transactions, 51 s with 100,000,
+// 43 s with 1,000,000, where the key outgrows PostgreSQL's shared buffers).
+const DefaultLedgerFlushRows = 1000000
 
 func (t Target) flushRows() int {
 	if t.FlushRows > 0 {
 		return t.FlushRows
 	}
 	return DefaultFlushRows
+}
+
+// balanceFlushRows is the balance writer's flush size in t's mode.
+func (t Target) balanceFlushRows() int {
+	if t.FlushRows <= 0 && t.Mode == ModeLedger {
+		return DefaultLedgerFlushRows
+	}
+	return t.flushRows()
 }
 
 // WriteBalances writes each shard's totals in the target's mode. Each
@@ -83,7 +100,7 @@ func WriteBalances(s beam.Scope, totals beam.PCollection, t Target) {
 	}
 	beam.ParDo0(s, &BalanceWriterFn{
 		Conn: t.Conn, Tables: t.Tables, Mode: mode, Files: t.Files, BatchID: t.BatchID, Run: t.Run,
-		PinnedAtMicros: t.PinnedAt.UnixMicro(), Buckets: t.Buckets, FlushRows: t.flushRows(), Retry: t.Retry,
+		PinnedAtMicros: t.PinnedAt.UnixMicro(), Buckets: t.Buckets, FlushRows: t.balanceFlushRows(), Retry: t.Retry,
 		FailAfterFlushes: t.FailAfterFlushes,
 	}, totals)
 }

@@ -68,7 +68,7 @@ var (
 	batchID      = flag.Int64("batch_id", 0, "force this batch id (an error if it belongs to other inputs)")
 	recheck      = flag.Bool("recheck", false, "run a batch that is committed already, with unchanged inputs, through the pipeline again instead of reporting it as committed")
 	maxRejects   = flag.String("max_rejects", "0", "rejected rows allowed before the run exits non-zero: a count or a percentage such as 0.5%")
-	flushRows    = flag.Int("flush_rows", sinks.DefaultFlushRows, "rows per sink flush (one transaction)")
+	flushRows    = flag.Int("flush_rows", 0, "rows per sink flush (one transaction); 0: 10000 accounts, or in ledger mode 1000000 transactions")
 	buckets      = flag.Int("dedup_buckets", transforms.DefaultParseConfig.Buckets, "dedup buckets transaction ids are spread over")
 	stateDir     = flag.String("state_dir", ".balancebeam", "folder of the embedded database")
 	logLevel     = flag.String("log_level", "info", "debug, info, warn or error")

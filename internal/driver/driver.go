@@ -48,7 +48,7 @@ type Options struct {
 	Runner string
 	// Parse tunes the dedup buckets and block size.
 	Parse transforms.ParseConfig
-	// FlushRows bounds one sink flush.
+	// FlushRows bounds one sink flush (0: the mode's default).
 	FlushRows int
 	// MaxRejects is how many rejected rows a run may have and still succeed.
 	MaxRejects Threshold
