@@ -166,6 +166,12 @@ func (c *Cluster) Restart(ctx context.Context, down time.Duration) error {
 
 // Running reports whether a server is running in dir, and its port.
 func Running(ctx context.Context, dir string) (port int, ok bool) {
+	// The server's programs run from /, so a relative dir would name
+	// another folder.
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return 0, false
+	}
 	c := &Cluster{Dir: dir}
 	bin, err := BinDir()
 	if err != nil {
@@ -182,6 +188,10 @@ func Running(ctx context.Context, dir string) (port int, ok bool) {
 
 // StopDir stops a server running in dir, if any.
 func StopDir(ctx context.Context, dir string) (bool, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return false, fmt.Errorf("state folder %s: %w", dir, err)
+	}
 	port, ok := Running(ctx, dir)
 	if !ok {
 		return false, nil
