@@ -128,17 +128,7 @@ func balances(rows []tableRow) [][3]string {
 
 func batchStatus(t *testing.T, dsn string, id int64) string {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var s string
-	if err := conn.QueryRow(ctx, "SELECT status FROM batches WHERE batch_id = $1", id).Scan(&s); err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return scalar[string](t, dsn, "SELECT status FROM batches WHERE batch_id = $1", id)
 }
 
 // TestScenarios is the core contract, on each local runner: first run,
@@ -600,17 +590,23 @@ func rejectedLines(t *testing.T, dsn string, batch int64, file string) map[int64
 // count runs a count(*) query.
 func count(t *testing.T, dsn, sql string, args ...any) int64 {
 	t.Helper()
+	return scalar[int64](t, dsn, sql, args...)
+}
+
+// scalar runs a query of one value.
+func scalar[T any](t *testing.T, dsn, sql string, args ...any) T {
+	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	var n int64
-	if err := conn.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+	var v T
+	if err := conn.QueryRow(ctx, sql, args...).Scan(&v); err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return v
 }
 
 // mustVerify checks the table with the independent verifier.
